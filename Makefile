@@ -1,0 +1,50 @@
+# Every target runs with .venv/bin first on PATH, so a notebook's `!python` is the kit's Python.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+unexport VIRTUAL_ENV
+
+.PHONY: venv demo test lint format notebooks lab bench bench-quick mock clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (paradigm-kit)" >/dev/null
+	touch $@
+
+## The main job: the seed's speed comparison (against the bundled mock unless PARADIGM_API_KEY is set).
+demo: venv
+	$(BIN)/python -m paradigm_kit.demo
+
+## The whole test suite: package, scripts, notebooks (nbval + papermill).
+test: venv
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+## Re-sync the %%writefile cell from scripts/speed_test.py and re-execute every notebook in place.
+notebooks: venv
+	$(BIN)/python -m paradigm_kit.notebook_tools refresh
+
+lab: venv
+	$(BIN)/jupyter lab notebooks/
+
+mock: venv
+	$(BIN)/python scripts/mock_paradigm.py --port 8765
+
+bench: venv
+	$(BIN)/python scripts/bench.py --out bench-results
+
+bench-quick: venv
+	$(BIN)/python scripts/bench.py --quick --out bench-results
+
+clean:
+	rm -rf $(VENV) bench-results .pytest_cache
