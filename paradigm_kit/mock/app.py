@@ -1,0 +1,785 @@
+"""The mock's HTTP side: ``create_app(config)`` and its handlers.
+
+Routes (everything under ``/api/v2`` needs ``Authorization: Bearer <key>``)::
+
+    POST /api/v2/chat/completions   chat.completion, or SSE chat.completion.chunk with stream=true
+    GET  /api/v2/models             the OpenAI list of models (and /models/{id})
+    POST /api/v2/embeddings         a small deterministic vector per input (cheap, for completeness)
+    GET  /_mock/stats[?run=ID]      counts, concurrency, attempts per identity, per-key counts
+    GET  /_mock/log[?run=ID]        per-attempt records (bounded ring buffer per run)
+    GET  /_mock/report[?run=ID]     the report card: what the client did wrong
+    POST /_mock/reset               forget everything (counts, logs, attempts, rate-limit buckets)
+
+One chat attempt goes through these steps, in this order, and stops at the first that answers:
+
+1. count the attempt in (``stats.Recorder.begin``): its run, identity and attempt number;
+2. key: missing or (with ``--api-key``) wrong -> 401;
+3. body: not JSON, not an object, bad or missing parameter -> 400; unknown model -> 404;
+4. rate limits (``RateLimits``, the shared ``TokenBucket``): over a per-key or global bucket ->
+   429 with ``Retry-After`` at once, charging nothing;
+5. faults (``faults.draw``): an injected error (with ``Retry-After`` on 429/503), a dropped
+   connection, or a slow answer;
+6. the answer, after ``latency + per_token_latency * completion_tokens + jitter``; a stream
+   waits ``latency + jitter`` before its first chunk and ``per_token_latency`` between chunks;
+7. count the attempt out (``Recorder.end``) with its status, whatever happened (a client that
+   hangs up is cancelled here, since the server runs with ``handler_cancellation``: 499).
+
+Errors are OpenAI-shaped (``{"error": {"message", "type", "param", "code"}}``) and a client's
+mistake is never a 500: only ``--error-statuses`` injects 5xx. Validation raises ``ClientError``,
+the one exception the handler turns into an answer; anything else is a bug and surfaces as one.
+
+Rate-limit headers, on every chat answer past the key check when a limit is set::
+
+    x-ratelimit-limit-requests: 600            the binding requests-per-minute limit
+    x-ratelimit-remaining-requests: 9          whole requests left in its bucket now
+    x-ratelimit-reset-requests: 0.100s         seconds until the bucket is full: always a
+                                               decimal number of seconds with an "s" suffix
+    (and the same -tokens trio with --tpm / --global-tpm)
+
+and on a rate-limited 429, ``Retry-After`` (whole seconds, rounded up, at least 1) plus
+``retry-after-ms`` (the exact wait). "Binding" means the bucket with the fewest units left when
+both a per-key and a global limit are set. A request costs 1 in a requests bucket and
+``prompt tokens + max_tokens`` (``DEFAULT_COMPLETION_TOKENS`` when absent) in a tokens bucket,
+the estimate real APIs charge up front; it is not corrected by the actual usage.
+
+Speed (it must never be the bottleneck of a measurement): no middleware and no access log, the
+fault draw skips hashing when no fault or jitter is configured, no ``sleep`` when the latency is
+zero, one ``json.dumps`` per answer, and the models list is serialised once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import math
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from ..ratelimit import TokenBucket
+from .config import MockConfig
+from .faults import DROP, ERROR, SLOW, draw, identity_of_body
+from .replies import (
+    chunk_payload,
+    completion_body,
+    error_payload,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+    last_user_text,
+    make_reply,
+    models_payload,
+    usage_payload,
+)
+from .stats import STATUS_CLIENT_CLOSED, STATUS_DROPPED, Recorder, key_hash
+
+__all__ = ["MOCK", "ClientError", "MockState", "RateLimits", "create_app"]
+
+API = "/api/v2"
+DEFAULT_COMPLETION_TOKENS = 100
+MAX_RUN_ID_CHARS = 100
+EMBEDDING_DIMENSIONS = 16
+VALID_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+INJECTED_ERRORS = {  # status -> (type, code, message)
+    429: (
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        "Too many requests (injected fault): retry later.",
+    ),
+    500: ("server_error", "internal_error", "The server had an error (injected fault): retry."),
+    502: ("server_error", "bad_gateway", "Bad gateway (injected fault): retry."),
+    503: (
+        "server_error",
+        "service_maintenance",
+        "The service is temporarily unavailable (injected fault): retry later.",
+    ),
+    504: ("server_error", "gateway_timeout", "Gateway timeout (injected fault): retry."),
+}
+JSON_SEPARATORS = (",", ":")
+
+
+class ClientError(Exception):
+    """A request the mock refuses: becomes an OpenAI-shaped error answer with ``status``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        error_type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+        self.code = code
+        self.param = param
+
+
+# --- rate limits ----------------------------------------------------------------------------
+
+
+class RateLimits:
+    """Per-key and global token buckets for requests and tokens (any of the four may be off)."""
+
+    def __init__(self, config: MockConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self._config = config
+        self._clock = clock
+        self.enabled = config.has_rate_limits
+        self.reset()
+
+    def reset(self) -> None:
+        config = self._config
+        self._global = (self._bucket(config.global_rpm), self._bucket(config.global_tpm))
+        self._per_key: dict[str, tuple[TokenBucket | None, TokenBucket | None]] = {}
+
+    def _buckets(self, key: str) -> tuple[list[TokenBucket], list[TokenBucket]]:
+        per_key = self._per_key.get(key)
+        if per_key is None:
+            per_key = self._per_key[key] = (
+                self._bucket(self._config.rpm),
+                self._bucket(self._config.tpm),
+            )
+        requests = [b for b in (per_key[0], self._global[0]) if b is not None]
+        tokens = [b for b in (per_key[1], self._global[1]) if b is not None]
+        return requests, tokens
+
+    def admit(self, key: str, token_cost: float) -> tuple[float, str, dict[str, str]]:
+        """Charge the request if every bucket has room: ``(0, "", headers)``.
+
+        Else charge nothing and return ``(seconds to wait, which limit, headers)``.
+        """
+        requests, tokens = self._buckets(key)
+        wait_s, which = 0.0, ""
+        for kind, buckets, cost in (("requests", requests, 1.0), ("tokens", tokens, token_cost)):
+            for bucket in buckets:
+                bucket_wait_s = bucket.wait_time(cost)
+                if bucket_wait_s > wait_s:
+                    wait_s, which = bucket_wait_s, f"{kind} per minute ({bucket.per_minute:g})"
+        if wait_s == 0.0:
+            for bucket in requests:
+                bucket.try_take(1.0)
+            for bucket in tokens:
+                bucket.try_take(token_cost)
+        return wait_s, which, _limit_headers(requests, tokens)
+
+    def headers(self, key: str) -> dict[str, str]:
+        """The ``x-ratelimit-*`` headers for ``key`` without charging anything."""
+        return _limit_headers(*self._buckets(key))
+
+    def _bucket(self, per_minute: float | None) -> TokenBucket | None:
+        return TokenBucket(per_minute, clock=self._clock) if per_minute is not None else None
+
+
+def _limit_headers(requests: list[TokenBucket], tokens: list[TokenBucket]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for kind, buckets in (("requests", requests), ("tokens", tokens)):
+        if buckets:
+            binding = min(buckets, key=lambda b: b.level)
+            headers[f"x-ratelimit-limit-{kind}"] = f"{binding.per_minute:g}"
+            headers[f"x-ratelimit-remaining-{kind}"] = str(binding.remaining())
+            headers[f"x-ratelimit-reset-{kind}"] = f"{binding.reset_s():.3f}s"
+    return headers
+
+
+# --- app state ------------------------------------------------------------------------------
+
+
+@dataclass
+class MockState:
+    """Everything one app instance owns; reached from handlers via ``request.app[MOCK]``."""
+
+    config: MockConfig
+    recorder: Recorder
+    limits: RateLimits
+    models_body: bytes
+    completion_ids: itertools.count
+    key_hashes: dict[str, str]
+
+    def hash_key(self, api_key: str) -> str:
+        known = self.key_hashes.get(api_key)
+        if known is None:
+            if len(self.key_hashes) > 1024:  # a bounded cache, whatever keys clients invent
+                self.key_hashes.clear()
+            known = self.key_hashes[api_key] = key_hash(api_key)
+        return known
+
+    def public_config(self) -> dict[str, Any]:
+        """The settings, for ``/_mock/stats``; the accepted key only as whether one is set."""
+        config = self.config
+        return {
+            "latency_s": config.latency_s,
+            "per_token_latency_s": config.per_token_latency_s,
+            "jitter_s": config.jitter_s,
+            "error_rate": config.error_rate,
+            "error_statuses": list(config.error_statuses),
+            "retry_after_s": config.retry_after_s,
+            "slow_rate": config.slow_rate,
+            "slow_seconds": config.slow_seconds,
+            "drop_rate": config.drop_rate,
+            "seed": config.seed,
+            "rpm": config.rpm,
+            "tpm": config.tpm,
+            "global_rpm": config.global_rpm,
+            "global_tpm": config.global_tpm,
+            "api_key_required": config.api_key is not None,
+            "models": list(config.models),
+            "max_attempts": config.max_attempts,
+        }
+
+
+MOCK = web.AppKey("mock", MockState)
+
+
+def create_app(
+    config: MockConfig | None = None, *, clock: Callable[[], float] = time.monotonic
+) -> web.Application:
+    """A ready-to-serve mock application; building it starts nothing.
+
+    ``clock`` drives the rate-limit buckets and the recorder's timestamps (and so the report
+    card): tests pass a fake one to count admissions and judge retry gaps without timing anything.
+    """
+    config = config or MockConfig()
+    app = web.Application()
+    app[MOCK] = MockState(
+        config=config,
+        recorder=Recorder(
+            log_limit=config.log_limit,
+            max_attempts=config.max_attempts,
+            min_backoff_s=config.min_backoff_s,
+            clock=clock,
+        ),
+        limits=RateLimits(config, clock),
+        models_body=_dumps(models_payload(config.models, int(time.time()))),
+        completion_ids=itertools.count(1),
+        key_hashes={},
+    )
+    _add_routes(app)
+    return app
+
+
+def _add_routes(app: web.Application) -> None:
+    routes = (
+        (f"{API}/chat/completions", "POST", chat_completions),
+        (f"{API}/models", "GET", list_models),
+        (f"{API}/models/{{model}}", "GET", get_model),
+        (f"{API}/embeddings", "POST", embeddings),
+        ("/_mock/stats", "GET", mock_stats),
+        ("/_mock/log", "GET", mock_log),
+        ("/_mock/report", "GET", mock_report),
+        ("/_mock/reset", "POST", mock_reset),
+    )
+    for path, method, handler in routes:
+        resource = app.router.add_resource(path)
+        resource.add_route(method, handler)
+        resource.add_route("*", _method_not_allowed(method))
+    app.router.add_route("*", "/{tail:.*}", not_found)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _dumps(payload: Any) -> bytes:
+    return json.dumps(payload, separators=JSON_SEPARATORS).encode()
+
+
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=_dumps(payload), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def error_response(error: ClientError, headers: dict[str, str] | None = None) -> web.Response:
+    payload = error_payload(error.message, error.error_type, error.code, error.param)
+    return json_response(payload, error.status, headers)
+
+
+def _method_not_allowed(allowed: str):
+    async def method_not_allowed(request: web.Request) -> web.Response:
+        error = ClientError(
+            405,
+            f"Method {request.method} is not allowed on {request.path}: use {allowed}.",
+            code="method_not_allowed",
+        )
+        return error_response(error, {"Allow": allowed})
+
+    return method_not_allowed
+
+
+async def not_found(request: web.Request) -> web.Response:
+    return error_response(
+        ClientError(
+            404, f"Unknown path {request.path}: the API lives under {API}.", code="not_found"
+        )
+    )
+
+
+def _api_key(request: web.Request) -> str:
+    authorization = request.headers.get("Authorization", "")
+    scheme, _, key = authorization.partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else ""
+
+
+def check_key(config: MockConfig, api_key: str) -> None:
+    """401 unless the key is present and (with ``--api-key``) the accepted one."""
+    if not api_key:
+        raise ClientError(
+            401,
+            "You didn't provide an API key: send it as 'Authorization: Bearer <key>' "
+            "(any non-empty key works with the mock unless it was started with --api-key).",
+            error_type="authentication_error",
+            code="missing_api_key",
+        )
+    if config.api_key is not None and not hmac.compare_digest(
+        api_key.encode(), config.api_key.encode()
+    ):
+        raise ClientError(
+            401,
+            "Incorrect API key provided.",
+            error_type="authentication_error",
+            code="invalid_api_key",
+        )
+
+
+# --- request validation ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated chat-completions request: only what the mock uses."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    max_tokens: int | None
+    stream: bool
+    include_usage: bool
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_range(payload: dict, name: str, low: float, high: float) -> None:
+    value = payload.get(name)
+    if value is not None and not (_is_number(value) and low <= value <= high):
+        raise ClientError(
+            400,
+            f"Invalid '{name}': {value!r}; expected a number from {low:g} to {high:g}.",
+            code="invalid_value",
+            param=name,
+        )
+
+
+def _positive_int(payload: dict, name: str) -> int | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ClientError(
+            400,
+            f"Invalid '{name}': {value!r}; expected an integer >= 1.",
+            code="invalid_value",
+            param=name,
+        )
+    return value
+
+
+def _check_messages(messages: Any) -> list[dict[str, Any]]:
+    if messages is None:
+        raise ClientError(
+            400,
+            "Missing required parameter: 'messages'.",
+            code="missing_required_parameter",
+            param="messages",
+        )
+    if not isinstance(messages, list) or not messages:
+        raise ClientError(
+            400,
+            "Invalid 'messages': expected a non-empty array of message objects.",
+            code="invalid_type",
+            param="messages",
+        )
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ClientError(
+                400,
+                f"Invalid 'messages[{index}]': expected an object.",
+                code="invalid_type",
+                param=f"messages[{index}]",
+            )
+        role = message.get("role")
+        if role not in VALID_ROLES:
+            raise ClientError(
+                400,
+                f"Invalid 'messages[{index}].role': {role!r}; expected one of "
+                f"{', '.join(sorted(VALID_ROLES))}.",
+                code="invalid_value",
+                param=f"messages[{index}].role",
+            )
+        content = message.get("content")
+        if not (isinstance(content, (str, list)) or (content is None and role == "assistant")):
+            raise ClientError(
+                400,
+                f"Invalid 'messages[{index}].content': expected a string or an "
+                "array of content parts.",
+                code="invalid_type",
+                param=f"messages[{index}].content",
+            )
+    return messages
+
+
+def parse_chat_request(body: bytes, models: tuple[str, ...]) -> ChatRequest:
+    """Validate a chat-completions body: ``ClientError`` 400 or 404, else a ``ChatRequest``."""
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ClientError(
+            400, f"The body is not valid JSON: {error}.", code="invalid_json"
+        ) from None
+    if not isinstance(payload, dict):
+        raise ClientError(400, "The body must be a JSON object.", code="invalid_type")
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise ClientError(
+            400,
+            "Missing required parameter: 'model' (a model id string).",
+            code="missing_required_parameter",
+            param="model",
+        )
+    messages = _check_messages(payload.get("messages"))
+    _check_range(payload, "temperature", 0.0, 2.0)
+    _check_range(payload, "top_p", 0.0, 1.0)
+    _check_range(payload, "presence_penalty", -2.0, 2.0)
+    _check_range(payload, "frequency_penalty", -2.0, 2.0)
+    max_tokens = _positive_int(payload, "max_tokens")
+    max_completion_tokens = _positive_int(payload, "max_completion_tokens")
+    n = _positive_int(payload, "n")
+    if n is not None and n != 1:
+        raise ClientError(
+            400,
+            f"Invalid 'n': {n}; the mock answers one choice (n=1).",
+            code="invalid_value",
+            param="n",
+        )
+    stream = payload.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise ClientError(
+            400,
+            f"Invalid 'stream': {stream!r}; expected true or false.",
+            code="invalid_type",
+            param="stream",
+        )
+    stream_options = payload.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise ClientError(
+            400,
+            "Invalid 'stream_options': expected an object.",
+            code="invalid_type",
+            param="stream_options",
+        )
+    if model not in models:
+        raise ClientError(
+            404,
+            f"The model '{model}' does not exist; available: {', '.join(models)}.",
+            code="model_not_found",
+            param="model",
+        )
+    return ChatRequest(
+        model=model,
+        messages=messages,
+        max_tokens=max_completion_tokens if max_completion_tokens is not None else max_tokens,
+        stream=bool(stream),
+        include_usage=bool(stream_options.get("include_usage")),
+    )
+
+
+# --- POST /chat/completions -----------------------------------------------------------------
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """One attempt: counted in, answered (or refused, or dropped), counted out."""
+    mock = request.app[MOCK]
+    recorder = mock.recorder
+    t_start = recorder.now()
+    api_key = _api_key(request)
+    key = mock.hash_key(api_key)
+    run = request.headers.get("X-Run-Id", "")[:MAX_RUN_ID_CHARS] or key
+    body = await request.read()
+    identity = request.headers.get("Idempotency-Key") or identity_of_body(body)
+    stats, attempt = recorder.begin(run, key, identity, t_start)
+    status, retry_after_s = STATUS_CLIENT_CLOSED, None  # if cancelled: the client hung up
+    try:
+        response, retry_after_s = await _answer_chat(
+            request, mock, api_key, key, body, identity, attempt
+        )
+        status = response.status
+        return response
+    finally:
+        recorder.end(stats, key, identity, attempt, t_start, status, retry_after_s)
+
+
+async def _answer_chat(
+    request: web.Request,
+    mock: MockState,
+    api_key: str,
+    key: str,
+    body: bytes,
+    identity: str,
+    attempt: int,
+) -> tuple[web.StreamResponse, float | None]:
+    """The answer to one attempt and the ``Retry-After`` it carries (None if it carries none)."""
+    config = mock.config
+    headers = {"x-mock-attempt": str(attempt)}
+    try:
+        check_key(config, api_key)
+        if mock.limits.enabled:
+            headers.update(mock.limits.headers(key))
+        chat = parse_chat_request(body, config.models)
+    except ClientError as error:
+        return error_response(error, headers), None
+    prompt_tokens = estimate_prompt_tokens(chat.messages)
+    if mock.limits.enabled:
+        token_cost = prompt_tokens + (chat.max_tokens or DEFAULT_COMPLETION_TOKENS)
+        wait_s, which, limit_headers = mock.limits.admit(key, token_cost)
+        headers.update(limit_headers)
+        if wait_s > 0:
+            return _rate_limited(wait_s, which, headers), wait_s
+    fate = draw(config, identity, attempt)
+    jitter_s = config.jitter_s * fate.jitter_fraction
+    if fate.fault == ERROR:
+        await _sleep(config.latency_s + jitter_s)
+        return _injected_error(fate.error_status, config.retry_after_s, headers)
+    if fate.fault == DROP:
+        await _sleep(config.latency_s + jitter_s)
+        return _drop_connection(request), None
+    reply = make_reply(last_user_text(chat.messages), chat.max_tokens)
+    first_byte_delay_s = config.slow_seconds if fate.fault == SLOW else config.latency_s + jitter_s
+    completion_id = f"chatcmpl-mock{next(mock.completion_ids)}"
+    if chat.stream:
+        response = await _stream(
+            request,
+            chat,
+            reply,
+            prompt_tokens,
+            completion_id,
+            first_byte_delay_s,
+            config.per_token_latency_s,
+            headers,
+        )
+        return response, None
+    await _sleep(first_byte_delay_s + config.per_token_latency_s * reply.completion_tokens)
+    body = completion_body(completion_id, int(time.time()), chat.model, reply, prompt_tokens)
+    return web.Response(body=body, headers=headers, content_type="application/json"), None
+
+
+async def _sleep(delay_s: float) -> None:
+    if delay_s > 0:  # no sleep(0): at zero latency an answer costs no extra loop iteration
+        await asyncio.sleep(delay_s)
+
+
+def _drop_connection(request: web.Request) -> web.Response:
+    """Close the connection with no status line and no body: the client sees a disconnection.
+
+    The returned 444 (nginx's "no response") is never sent, since writing to the closed transport
+    is a ``ConnectionError`` that aiohttp ignores; it only tells the recorder what happened.
+    """
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=STATUS_DROPPED)
+
+
+def _rate_limited(wait_s: float, which: str, headers: dict[str, str]) -> web.Response:
+    retry_after_s = max(1, math.ceil(wait_s))
+    headers["Retry-After"] = str(retry_after_s)
+    headers["retry-after-ms"] = str(max(1, math.ceil(wait_s * 1000)))
+    error = ClientError(
+        429,
+        f"Rate limit reached for {which}: retry after {wait_s:.3f} s.",
+        error_type="rate_limit_error",
+        code="rate_limit_exceeded",
+    )
+    return error_response(error, headers)
+
+
+def _injected_error(
+    status: int, retry_after_s: float, headers: dict[str, str]
+) -> tuple[web.Response, float | None]:
+    error_type, code, message = INJECTED_ERRORS[status]
+    sent_retry_after_s = None
+    if status in RETRY_AFTER_STATUSES:
+        headers["Retry-After"] = f"{retry_after_s:g}"
+        headers["retry-after-ms"] = str(math.ceil(retry_after_s * 1000))
+        sent_retry_after_s = retry_after_s
+    return error_response(
+        ClientError(status, message, error_type=error_type, code=code), headers
+    ), sent_retry_after_s
+
+
+def _event(payload: Any) -> bytes:
+    return b"data: " + _dumps(payload) + b"\n\n"
+
+
+async def _stream(
+    request: web.Request,
+    chat: ChatRequest,
+    reply: Any,
+    prompt_tokens: int,
+    completion_id: str,
+    first_byte_delay_s: float,
+    per_token_latency_s: float,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    """Server-Sent Events: role, one chunk per token, finish_reason, [usage], ``[DONE]``."""
+    created = int(time.time())
+    response = web.StreamResponse(status=200, headers=headers)
+    response.content_type = "text/event-stream"
+    response.headers["Cache-Control"] = "no-cache"
+    await _sleep(first_byte_delay_s)
+    await response.prepare(request)
+    events = [
+        _event(
+            chunk_payload(completion_id, created, chat.model, {"role": "assistant", "content": ""})
+        )
+    ]
+    for piece in reply.pieces:
+        if per_token_latency_s > 0:
+            await response.write(b"".join(events))
+            events.clear()
+            await asyncio.sleep(per_token_latency_s)
+        events.append(_event(chunk_payload(completion_id, created, chat.model, {"content": piece})))
+    events.append(
+        _event(chunk_payload(completion_id, created, chat.model, {}, reply.finish_reason))
+    )
+    if chat.include_usage:
+        usage = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": chat.model,
+            "choices": [],
+            "usage": usage_payload(prompt_tokens, reply.completion_tokens),
+        }
+        events.append(_event(usage))
+    events.append(b"data: [DONE]\n\n")
+    await response.write(b"".join(events))
+    await response.write_eof()
+    return response
+
+
+# --- GET /models, POST /embeddings ----------------------------------------------------------
+
+
+async def list_models(request: web.Request) -> web.Response:
+    mock = request.app[MOCK]
+    try:
+        check_key(mock.config, _api_key(request))
+    except ClientError as error:
+        return error_response(error)
+    return web.Response(body=mock.models_body, content_type="application/json")
+
+
+async def get_model(request: web.Request) -> web.Response:
+    mock = request.app[MOCK]
+    model = request.match_info["model"]
+    try:
+        check_key(mock.config, _api_key(request))
+        if model not in mock.config.models:
+            raise ClientError(
+                404, f"The model '{model}' does not exist.", code="model_not_found", param="model"
+            )
+    except ClientError as error:
+        return error_response(error)
+    return json_response({"id": model, "object": "model", "created": 0, "owned_by": "lighton"})
+
+
+def _embedding(text: str) -> list[float]:
+    """A deterministic unit vector of ``EMBEDDING_DIMENSIONS`` floats derived from the text."""
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=EMBEDDING_DIMENSIONS * 2).digest()
+    raw = [value / 32768.0 - 1.0 for value in struct.unpack(f">{EMBEDDING_DIMENSIONS}H", digest)]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [round(x / norm, 6) for x in raw]
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    """Minimal ``POST /embeddings``: ``input`` a string or a list of strings."""
+    mock = request.app[MOCK]
+    try:
+        check_key(mock.config, _api_key(request))
+        try:
+            payload = json.loads(await request.read())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ClientError(
+                400, f"The body is not valid JSON: {error}.", code="invalid_json"
+            ) from None
+        texts = payload.get("input") if isinstance(payload, dict) else None
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise ClientError(
+                400,
+                "Invalid 'input': expected a string or an array of strings.",
+                code="invalid_type",
+                param="input",
+            )
+        model = payload.get("model")
+        if not isinstance(model, str) or not model:
+            raise ClientError(
+                400,
+                "Missing required parameter: 'model'.",
+                code="missing_required_parameter",
+                param="model",
+            )
+    except ClientError as error:
+        return error_response(error)
+    prompt_tokens = sum(estimate_text_tokens(text) for text in texts)
+    data = [
+        {"object": "embedding", "index": i, "embedding": _embedding(t)} for i, t in enumerate(texts)
+    ]
+    return json_response(
+        {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        }
+    )
+
+
+# --- /_mock ---------------------------------------------------------------------------------
+
+
+def _run_param(request: web.Request) -> str | None:
+    return request.query.get("run") or None
+
+
+async def mock_stats(request: web.Request) -> web.Response:
+    mock = request.app[MOCK]
+    stats = mock.recorder.stats(_run_param(request))
+    stats["config"] = mock.public_config()
+    return json_response(stats)
+
+
+async def mock_log(request: web.Request) -> web.Response:
+    return json_response(request.app[MOCK].recorder.log(_run_param(request)))
+
+
+async def mock_report(request: web.Request) -> web.Response:
+    return json_response(request.app[MOCK].recorder.report(_run_param(request)))
+
+
+async def mock_reset(request: web.Request) -> web.Response:
+    mock = request.app[MOCK]
+    mock.recorder.reset()
+    mock.limits.reset()
+    return json_response({"reset": True})

@@ -1,0 +1,126 @@
+"""Send a JSONL file of chat requests to Paradigm (or the bundled mock), one output line each.
+
+A thin CLI over ``paradigm_kit.batch.run_batch``: argparse, then ``asyncio.run``. Run it with
+``--help`` for the options and exit codes; the package docstring has the design.
+
+    export PARADIGM_API_KEY=...            # PARADIGM_BASE_URL too, for the mock or a private host
+    python scripts/paradigm_batch.py prompts.jsonl results.jsonl --concurrency 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from paradigm_kit.batch import BatchConfigError, estimate_batch, run_batch
+from paradigm_kit.retry import RetryPolicy
+from paradigm_kit.settings import DEFAULT_MODEL
+
+EPILOG = """\
+input:  one JSON object per line: {"id": ..., "messages": [...], "model": ..., other fields};
+        "id" defaults to the 1-based line number, "model" to --model.
+output: one line per input line, in completion order (--ordered: input order):
+        {"id", "line", "attempts", "latency_s", "response": {...}} or {..., "error": {...}}.
+        Running again with the same OUTPUT skips every id already there and does the rest.
+
+environment: PARADIGM_API_KEY (required, never printed), PARADIGM_BASE_URL
+        (default https://paradigm.lighton.ai/api/v2).
+
+exit codes:
+  0    every request succeeded
+  1    some requests failed (the output is complete: their lines hold the errors)
+  2    usage or configuration error (bad option, missing key, unreachable URL, unknown model):
+       nothing was sent or written
+  130  interrupted (Ctrl-C / SIGTERM): in-flight requests finished and were written; run the
+       same command again to finish
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paradigm_batch.py",
+        description="Send chat requests from a JSONL file concurrently, with retries, rate "
+        "limits and resume; write one JSON line per request.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("input", help="JSONL file of chat requests")
+    add("output", help="JSONL file of results (appended to; resumed if it exists)")
+    add("--concurrency", type=int, default=20, help="requests in flight at most (default 20)")
+    add("--max-retries", type=int, default=6, help="retries per request after the first attempt (default 6)")
+    add("--max-requests-per-minute", type=float, default=None,
+        help="client-side request limit (default: none, or learned from x-ratelimit-* headers)")
+    add("--max-tokens-per-minute", type=float, default=None,
+        help="client-side token limit, estimated as prompt characters / 4 + max_tokens (default: none)")
+    add("--no-learn-limits", action="store_true", help="ignore x-ratelimit-* headers")
+    add("--timeout", type=float, default=60.0, help="seconds per attempt, from when it is sent (default 60)")
+    add("--max-retry-after", type=float, default=120.0,
+        help="fail a request whose Retry-After is longer than this many seconds (default 120)")
+    add("--backoff-base", type=float, default=0.5, help="first backoff in seconds, doubled each retry (default 0.5)")
+    add("--backoff-max", type=float, default=30.0, help="backoff cap in seconds (default 30)")
+    add("--jitter", choices=("equal", "full"), default="equal", help="backoff jitter (default equal)")
+    add("--model", default=DEFAULT_MODEL, help=f"model for lines without one (default {DEFAULT_MODEL})")
+    add("--retry-failed", action="store_true",
+        help="retry only the ids whose output line is an error, rewriting the output atomically")
+    add("--ordered", action="store_true", help="sort the output in input order at the end")
+    add("--timeline", metavar="FILE", default=None, help="write one JSON line per attempt to FILE")
+    add("--price-per-1k-tokens", type=float, default=None, help="price for the cost in the summary")
+    add("--dry-run", action="store_true", help="count requests, estimate tokens and cost, send nothing")
+    add("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.concurrency < 1:
+        parser.error("--concurrency must be >= 1")
+    try:
+        policy = RetryPolicy(
+            max_retries=args.max_retries,
+            base_delay_s=args.backoff_base,
+            max_delay_s=args.backoff_max,
+            jitter=args.jitter,
+            max_retry_after_s=args.max_retry_after,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        if args.dry_run:
+            print(estimate_batch(args.input, args.output, model=args.model,
+                                 retry_failed=args.retry_failed,
+                                 price_per_1k_tokens=args.price_per_1k_tokens))
+            return 0
+        summary = asyncio.run(
+            run_batch(
+                args.input,
+                args.output,
+                concurrency=args.concurrency,
+                retry_policy=policy,
+                timeout_s=args.timeout,
+                max_requests_per_minute=args.max_requests_per_minute,
+                max_tokens_per_minute=args.max_tokens_per_minute,
+                learn_limits_from_headers=not args.no_learn_limits,
+                model=args.model,
+                retry_failed=args.retry_failed,
+                ordered=args.ordered,
+                timeline=args.timeline,
+                price_per_1k_tokens=args.price_per_1k_tokens,
+                progress=not args.no_progress,
+                handle_signals=True,
+            )
+        )
+    except BatchConfigError as error:
+        print(f"paradigm_batch.py: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before the run started (during the preflight)
+        print("paradigm_batch.py: interrupted before sending anything", file=sys.stderr)
+        return 130
+    print(summary)
+    return summary.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

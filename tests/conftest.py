@@ -1,0 +1,61 @@
+"""Shared fixtures: mock servers, started as subprocesses on free loopback ports.
+
+* ``mock_url``: one zero-latency mock (no faults, no limits) for the whole test session. Tests
+  that share it must not depend on its global counters: send an ``X-Run-Id`` header (or a key of
+  your own) and read ``mock_stats(mock_url, run=...)``, or use ``fresh_mock_url``.
+* ``fresh_mock_url``: a zero-latency mock of its own for one test, stopped after it.
+* ``start_mock_server``: a factory, ``start_mock_server(error_rate=0.2, seed=7) -> base_url``,
+  with the CLI flags as keyword arguments (dashes as underscores; ``latency`` defaults to 0
+  here, not 0.5); every mock it started is
+  stopped when the test ends.
+* ``api_key``: a dummy key; any non-empty key works unless a mock is started with ``api_key=``.
+
+Base URLs look like ``http://127.0.0.1:PORT/api/v2``; ``paradigm_kit.mock.mock_stats``,
+``mock_log``, ``mock_report`` and ``reset_mock`` read the mock's ``/_mock`` endpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from paradigm_kit.mock import running_mock, start_mock
+
+TEST_API_KEY = "test-key-not-a-secret"
+
+
+@pytest.fixture(scope="session")
+def api_key() -> str:
+    """A dummy API key the mocks accept."""
+    return TEST_API_KEY
+
+
+@pytest.fixture(scope="session")
+def mock_url() -> Iterator[str]:
+    """One zero-latency mock shared by the session (isolate by run id, not by counters)."""
+    with running_mock(latency=0.0) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def fresh_mock_url() -> Iterator[str]:
+    """A zero-latency mock for this test only."""
+    with running_mock(latency=0.0) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def start_mock_server() -> Iterator[Callable[..., str]]:
+    """Factory: ``start_mock_server(**flags) -> base_url``; all stopped after the test."""
+    handles = []
+
+    def start(**flags: object) -> str:
+        flags.setdefault("latency", 0.0)
+        handle = start_mock(**flags)
+        handles.append(handle)
+        return handle.base_url
+
+    yield start
+    for handle in handles:
+        handle.stop()

@@ -1,0 +1,155 @@
+"""paradigm_kit.notebook: where a notebook's requests go, and that the key never shows.
+
+Each test that needs a server starts the bundled mock itself (through ``connect`` or
+``local_mock``: a subprocess on a free loopback port) and stops it before it ends.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from paradigm_kit.notebook import Connection, connect, local_mock, versions
+from paradigm_kit.settings import DEFAULT_BASE_URL, DEFAULT_MODEL
+
+SECRET_KEY = "sk-test-0123456789abcdef-never-shown"
+GREETING = {"role": "user", "content": "Say hello to Alice."}
+
+
+def post_chat(connection: Connection, headers: dict[str, str] | None = None) -> requests.Response:
+    payload = {"model": connection.model, "messages": [GREETING], "max_tokens": 20}
+    return requests.post(
+        connection.chat_url, headers=headers or connection.headers(), json=payload, timeout=10
+    )
+
+
+@pytest.fixture
+def no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PARADIGM_API_KEY", raising=False)
+    monkeypatch.delenv("PARADIGM_BASE_URL", raising=False)
+
+
+@pytest.fixture
+def real_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARADIGM_API_KEY", SECRET_KEY)
+    monkeypatch.delenv("PARADIGM_BASE_URL", raising=False)
+
+
+def test_connect_without_key_starts_a_mock_that_answers(no_key, capsys) -> None:
+    """No PARADIGM_API_KEY: connect() starts the bundled mock, says so, and it answers chats."""
+    connection = connect(latency=0)
+    try:
+        response = post_chat(connection)
+    finally:
+        connection.close()
+    printed = capsys.readouterr().out
+    assert connection.using_mock
+    assert response.status_code == 200
+    assert response.json()["object"] == "chat.completion"
+    assert "bundled mock" in printed
+    assert connection.base_url.split("//")[1].split("/")[0] not in printed  # no host:port
+
+
+def test_connect_without_key_ignores_the_real_url(no_key, monkeypatch) -> None:
+    """No key: a PARADIGM_BASE_URL or base_url parameter does not stop the mock from starting."""
+    monkeypatch.setenv("PARADIGM_BASE_URL", DEFAULT_BASE_URL)
+    connection = connect(base_url=DEFAULT_BASE_URL, latency=0)
+    connection.close()
+    assert connection.using_mock
+    assert connection.base_url.startswith("http://127.0.0.1:")
+
+
+def test_connect_close_stops_the_mock(no_key) -> None:
+    """Connection.close() stops the mock subprocess connect() started."""
+    connection = connect(latency=0)
+    connection.close()
+    with pytest.raises(requests.ConnectionError):
+        post_chat(connection)
+
+
+def test_connect_with_key_uses_the_real_api_by_default(real_key, capsys) -> None:
+    """Key set, no URL: the real service's URL, no mock started, the key in the bearer header."""
+    connection = connect(latency=0)
+    assert connection.base_url == DEFAULT_BASE_URL
+    assert connection.chat_url == f"{DEFAULT_BASE_URL}/chat/completions"
+    assert connection.model == DEFAULT_MODEL
+    assert not connection.using_mock
+    assert connection.mock is None
+    assert connection.headers()["Authorization"] == f"Bearer {SECRET_KEY}"
+    assert SECRET_KEY not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("env_url", "parameter_url", "expected"),
+    [
+        pytest.param(
+            "https://private.example/api/v2/", None, "https://private.example/api/v2", id="env-url"
+        ),
+        pytest.param(
+            "https://private.example/api/v2",
+            "https://other.example/api/v2",
+            "https://other.example/api/v2",
+            id="parameter-overrides-env",
+        ),
+        pytest.param(
+            None,
+            "https://other.example/api/v2/",
+            "https://other.example/api/v2",
+            id="parameter-only",
+        ),
+    ],
+)
+def test_connect_with_key_picks_the_url(
+    real_key, monkeypatch, env_url, parameter_url, expected
+) -> None:
+    """Key set: the base_url parameter wins over PARADIGM_BASE_URL, which wins over the default."""
+    if env_url:
+        monkeypatch.setenv("PARADIGM_BASE_URL", env_url)
+    assert connect(base_url=parameter_url).base_url == expected
+
+
+def test_connect_prints_no_credentials_of_the_url(real_key, capsys) -> None:
+    """The line connect() prints hides a user:password@ part of the URL, and never shows the key."""
+    connect(base_url="https://user:hunter2-password@private.example/api/v2")
+    printed = capsys.readouterr().out
+    assert "hunter2-password" not in printed
+    assert "private.example/api/v2" in printed
+    assert SECRET_KEY not in printed
+
+
+def test_connection_repr_hides_the_key(real_key) -> None:
+    """repr() of a Connection (what a cell displays, what a traceback shows) never holds the key."""
+    connection = connect()
+    assert SECRET_KEY not in repr(connection)
+    assert SECRET_KEY not in str(connection)
+    assert "base_url=" in repr(connection)
+
+
+def test_local_mock_starts_even_when_a_key_is_set(real_key) -> None:
+    """local_mock() serves on loopback whatever the environment, and stops when the block ends."""
+    with local_mock(latency=0) as connection:
+        response = post_chat(connection)
+    assert connection.using_mock
+    assert connection.api_key != SECRET_KEY
+    assert response.status_code == 200
+    with pytest.raises(requests.ConnectionError):
+        post_chat(connection)
+
+
+def test_local_mock_with_api_key_accepts_only_that_key(no_key) -> None:
+    """local_mock(api_key=K): the connection sends K (200), any other key gets an OpenAI-shaped 401."""
+    with local_mock(latency=0, api_key="the-right-key") as connection:
+        accepted = post_chat(connection)
+        wrong_headers = dict(connection.headers(), Authorization="Bearer the-wrong-key")
+        refused = post_chat(connection, headers=wrong_headers)
+    assert accepted.status_code == 200
+    assert refused.status_code == 401
+    assert set(refused.json()["error"]) >= {"message", "type", "code"}
+
+
+def test_versions_names_python_and_each_library() -> None:
+    """versions() has one line each for Python and the lessons' libraries, and displays as text."""
+    banner = versions()
+    names = [line.split()[0] for line in banner.splitlines()]
+    assert names == ["Python", "aiohttp", "requests", "tqdm", "matplotlib", "paradigm-kit"]
+    assert repr(banner) == str(banner)
