@@ -200,7 +200,7 @@ def plot_timeline(
     for state, colour in STATE_COLOURS.items():
         # one broken_barh call per (state, row) keeps drawing fast for hundreds of rows
         by_row: dict[int, list[tuple[float, float]]] = {}
-        for row, span in zip(span_rows[state], spans[state]):
+        for row, span in zip(span_rows[state], spans[state], strict=True):
             by_row.setdefault(row, []).append(span)
         for row, row_spans in by_row.items():
             ax.broken_barh(row_spans, (row - 0.4, 0.8), facecolors=colour)

@@ -25,6 +25,7 @@ is a skip that says how to install them. Marked ``browser`` (``pytest -m browser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -187,10 +188,8 @@ def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 def _stop_lab(base: str, server: subprocess.Popen) -> None:
     """Shut the server down through its API (kernels included), then make sure it is gone."""
-    try:
+    with contextlib.suppress(urllib.error.URLError, OSError):  # gone already: terminate below
         _api(base, "/api/shutdown", method="POST")
-    except (urllib.error.URLError, OSError):
-        pass  # already gone, or never came up: terminate below
     try:
         server.wait(timeout=20)
     except subprocess.TimeoutExpired:
@@ -202,13 +201,18 @@ def _stop_lab(base: str, server: subprocess.Popen) -> None:
             server.wait()
 
 
-# The page-side condition for "Run All Cells" having finished: every code cell shows [n], none
-# shows [*] (running) or [ ] (not run). Evaluated by the browser on each DOM change, not polled here.
-ALL_CELLS_RAN_JS = """
-() => {
-  const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')];
-  return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
-}
+# Page-side conditions, evaluated by the browser on each animation frame (not polled from here).
+# A code cell's prompt reads "[ ]:" (not run), "[*]:" (queued or running) or "[7]:" (ran).
+# "Run All Cells" queues every cell at once, so the run is over when no prompt shows "[*]" and at
+# least one shows a count; it stops early at a cell that raises, which the assertions then report.
+PROMPTS_JS = "[...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]"
+NO_COUNTS_JS = f"() => {PROMPTS_JS}.every(p => !/\\[\\d+\\]/.test(p.textContent))"
+RUN_FINISHED_JS = f"""
+() => {{
+  const prompts = {PROMPTS_JS};
+  return !prompts.some(p => p.textContent.includes('[*]'))
+    && prompts.some(p => /\\[\\d+\\]/.test(p.textContent));
+}}
 """
 # Ready to run: the notebook is rendered (not the loading spinner) and the status bar shows its
 # kernel connected and idle ("Python 3 (ipykernel) | Idle", not "No Kernel | Initializing").
@@ -219,12 +223,6 @@ KERNEL_READY_JS = """
   return cell !== null && cell.offsetParent !== null
     && items.some(item => /\\|\\s*Idle/.test(item.textContent))
     && !items.some(item => /No Kernel/.test(item.textContent));
-}
-"""
-KERNEL_IDLE_JS = """
-() => {
-  const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
-  return !status || status.getAttribute('data-status') === 'idle';
 }
 """
 
@@ -241,9 +239,12 @@ def test_browser_notebook_01_runs_clean_in_jupyterlab(jupyterlab, sync_playwrigh
             page.goto(f"{base}/lab/tree/notebooks/{NOTEBOOK}?token={TOKEN}")
             page.wait_for_function(KERNEL_READY_JS, timeout=LAB_START_TIMEOUT_S * 1000)
             page.click(".jp-Notebook .jp-Cell .jp-InputPrompt")  # focus: command mode, cell 1
+            # The committed notebook shows its stored counts: clear them, so that a count on the
+            # page can only come from this run.
+            _palette(page, "Clear Outputs of All Cells")
+            page.wait_for_function(NO_COUNTS_JS, timeout=30_000)
             _palette(page, "Run All Cells")
-            page.wait_for_function(ALL_CELLS_RAN_JS, timeout=RUN_ALL_TIMEOUT_S * 1000)
-            page.wait_for_function(KERNEL_IDLE_JS, timeout=30_000)
+            page.wait_for_function(RUN_FINISHED_JS, timeout=RUN_ALL_TIMEOUT_S * 1000)
             outputs = page.locator(".jp-OutputArea-output")
             output_texts = outputs.all_inner_texts()
             page.keyboard.press("Control+s")

@@ -667,6 +667,17 @@ def test_injected_error_is_openai_shaped_with_retry_after_on_429_and_503(
     assert headers.get("Retry-After") == ("2" if has_retry_after else None)
 
 
+def test_injected_retry_after_is_whole_seconds_with_exact_milliseconds():
+    """A fractional --retry-after is sent as whole seconds (rounded up) plus exact retry-after-ms."""
+
+    async def scenario(session, base, root):
+        return await post(session, base + "/chat/completions", chat())
+
+    _, headers, _ = run_app(scenario, error_rate=1.0, error_statuses=(503,), retry_after_s=0.5)
+    assert headers["Retry-After"] == "1"
+    assert headers["retry-after-ms"] == "500"
+
+
 def test_drop_fault_closes_the_connection_without_answer():
     """A dropped attempt reaches an aiohttp client as a disconnection; the mock counts it as 444."""
 

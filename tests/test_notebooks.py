@@ -49,7 +49,6 @@ PAPERMILL_PARAMETERS = {
     "04_jupyter_and_the_event_loop.ipynb": {"N_REQUESTS": 3},
     "05_production_batches.ipynb": {
         "N_REQUESTS": 30,
-        "LARGE_BATCH": 500,
         "TIMELINE_REQUESTS": 20,
         "API_BATCH_SIZE": 5,
         "MAX_PAID_REQUESTS": 5,

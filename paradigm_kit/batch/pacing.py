@@ -38,6 +38,7 @@ does not share the mock's arithmetic, which is the point of ``TokenBucket``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -153,10 +154,8 @@ class Pacer:
         bucket = client_bucket(limit, clock=self._clock)
         remaining = headers.get(f"x-ratelimit-remaining-{kind}")
         if remaining is not None:
-            try:  # start from what the server has left, not from a full bucket
+            with contextlib.suppress(ValueError):  # start from what the server has left
                 bucket.charge(max(0.0, bucket.level - float(remaining)))
-            except ValueError:
-                pass
         return bucket
 
     def cool_down(self, seconds: float) -> None:

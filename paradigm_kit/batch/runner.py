@@ -22,6 +22,8 @@ The design, as a reader should follow it (the package docstring has the user's v
    starts once the request has its slot: it never counts a wait for a connection. Retries follow
    ``paradigm_kit.retry``: the worker keeps its request, sleeps for ``Retry-After`` or a
    backoff, and sends it again; a 429 also starts the pacer's shared cooldown.
+   One ``aiohttp.ClientSession`` for the run, its pool sized to the concurrency; proxies from
+   the environment as ``trust_env=True`` would find them, but looked up once (``proxy_from_env``).
 5. **Output**: one line per request, written whole in batches (``jsonl.OutputWriter``). A
    successful response's bytes are copied into the line as they came, after ``json.loads`` has
    checked them: no re-serialisation on the hot path.
@@ -46,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -56,11 +59,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import yarl
+from aiohttp.helpers import get_env_proxy_for_url
 
 from ..retry import RETRYABLE_EXCEPTIONS, RetryPolicy, is_retryable_status, parse_retry_after_s
 from ..settings import DEFAULT_MODEL, MissingApiKey, api_settings
 from ..timeline import TimelineRecorder
 from .jsonl import (
+    OutputState,
     OutputWriter,
     count_lines,
     merge_retried,
@@ -76,6 +82,7 @@ __all__ = [
     "BatchEstimate",
     "BatchSummary",
     "estimate_batch",
+    "idempotency_key",
     "preflight",
     "run_batch",
 ]
@@ -174,6 +181,22 @@ async def preflight(
     return served
 
 
+def proxy_from_env(url: str) -> tuple[yarl.URL | None, aiohttp.BasicAuth | None]:
+    """The proxy ``HTTP(S)_PROXY`` / ``NO_PROXY`` give for ``url``: what ``trust_env=True``
+    would use, looked up once per run.
+
+    ``ClientSession(trust_env=True)`` looks the proxy up again for every request, and the
+    ``~/.netrc`` too, each in a thread-pool hop: two thread round trips per request, which more
+    than doubled the runner's CPU per request at zero latency (measured, 10k requests). The
+    environment does not change during a run, so the runner asks aiohttp's own helper once.
+    (netrc credentials are irrelevant: the key travels in the ``Authorization`` header.)
+    """
+    try:
+        return get_env_proxy_for_url(yarl.URL(url))
+    except LookupError:  # no proxy for this URL, or NO_PROXY excludes its host
+        return None, None
+
+
 def _error_message(body: bytes) -> str:
     try:
         error = json.loads(body).get("error")
@@ -250,9 +273,7 @@ class _Run:
 
     async def _send(self, line_number: int, request_id: Any, body: dict) -> None:
         payload = json.dumps(body).encode()
-        id_json = json.dumps(request_id)
-        key = hashlib.blake2b(id_json.encode() + b"\n" + payload, digest_size=16).hexdigest()
-        headers = {"Idempotency-Key": key}
+        headers = {"Idempotency-Key": idempotency_key(request_id, payload)}
         pacer, summary, recorder, policy = self.pacer, self.summary, self.recorder, self.policy
         t_queued = self.t0
         t_first_sent = None
@@ -390,6 +411,11 @@ class _Run:
         )
 
 
+def idempotency_key(request_id: Any, payload: bytes) -> str:
+    """The ``Idempotency-Key`` of every attempt of a request: a hash of its id and its body."""
+    return hashlib.blake2b(json.dumps(request_id).encode() + b"\n" + payload, digest_size=16).hexdigest()
+
+
 def _error_fields(raw: bytes) -> dict:
     """``message``/``type``/``code`` from an OpenAI-shaped error body, else the body's text."""
     try:
@@ -405,14 +431,21 @@ def _error_fields(raw: bytes) -> dict:
 
 def _peek(iterator: Iterator[tuple]) -> tuple[tuple | None, Iterator[tuple]]:
     """The first item of ``iterator`` and an iterator that still yields it."""
-    for first in iterator:
+    first = next(iterator, None)
+    return first, (iterator if first is None else itertools.chain([first], iterator))
 
-        def chained() -> Iterator[tuple]:
-            yield first
-            yield from iterator
 
-        return first, chained()
-    return None, iter(())
+def _check_input(requests: Any) -> None:
+    if isinstance(requests, (str, os.PathLike)) and not os.path.isfile(requests):
+        raise BatchConfigError(f"input file not found: {os.fspath(requests)}")
+
+
+def _repair_output(output_path: str) -> OutputState:
+    """Once the preflight passed: merge a leftover ``--retry-failed`` side file, drop a torn
+    last line, and return what the output holds."""
+    if os.path.exists(output_path):
+        merge_retried(output_path)
+    return scan_output(output_path, repair=True)
 
 
 async def run_batch(
@@ -450,8 +483,7 @@ async def run_batch(
     """
     if concurrency < 1:
         raise BatchConfigError(f"concurrency must be >= 1, got {concurrency}")
-    if isinstance(requests, (str, os.PathLike)) and not os.path.isfile(requests):
-        raise BatchConfigError(f"input file not found: {os.fspath(requests)}")
+    _check_input(requests)
     if base_url is None or api_key is None:
         try:
             settings = api_settings(require_key=api_key is None)
@@ -478,9 +510,10 @@ async def run_batch(
     )
     summary = BatchSummary(output_path=output_path, concurrency=concurrency)
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    proxy, proxy_auth = proxy_from_env(base_url)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(
-        headers=headers, connector=connector, trust_env=True, raise_for_status=False
+        headers=headers, connector=connector, proxy=proxy, proxy_auth=proxy_auth
     ) as session:
         if check_first:
             if pacer.requests_bucket is not None:
@@ -489,9 +522,7 @@ async def run_batch(
             await preflight(session, base_url, first_model, pacer)
 
         # the configuration works: from here on, the output may be written
-        if os.path.exists(output_path):
-            merge_retried(output_path)
-            state = scan_output(output_path, repair=True)
+        state = _repair_output(output_path)
         summary.skipped = len(skip_ids)
         summary.earlier_failures = 0 if retry_failed else len(state.failed_ids)
         write_to = side_path(output_path) if retry_failed else output_path

@@ -37,7 +37,8 @@ Rate-limit headers, on every chat answer past the key check when a limit is set:
     (and the same -tokens trio with --tpm / --global-tpm)
 
 and on a rate-limited 429, ``Retry-After`` (whole seconds, rounded up, at least 1) plus
-``retry-after-ms`` (the exact wait). "Binding" means the bucket with the fewest units left when
+``retry-after-ms`` (the exact wait). Injected 429/503 carry ``--retry-after`` the same way:
+``Retry-After`` rounded up to whole seconds (HTTP allows no fraction), ``retry-after-ms`` exact. "Binding" means the bucket with the fewest units left when
 both a per-key and a global limit are set. A request costs 1 in a requests bucket and
 ``prompt tokens + max_tokens`` (``DEFAULT_COMPLETION_TOKENS`` when absent) in a tokens bucket,
 the estimate real APIs charge up front; it is not corrected by the actual usage.
@@ -85,6 +86,12 @@ API = "/api/v2"
 DEFAULT_COMPLETION_TOKENS = 100
 MAX_RUN_ID_CHARS = 100
 EMBEDDING_DIMENSIONS = 16
+NUMBER_RANGES = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+}
 VALID_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 INJECTED_ERRORS = {  # status -> (type, code, message)
@@ -458,10 +465,8 @@ def parse_chat_request(body: bytes, models: tuple[str, ...]) -> ChatRequest:
             param="model",
         )
     messages = _check_messages(payload.get("messages"))
-    _check_range(payload, "temperature", 0.0, 2.0)
-    _check_range(payload, "top_p", 0.0, 1.0)
-    _check_range(payload, "presence_penalty", -2.0, 2.0)
-    _check_range(payload, "frequency_penalty", -2.0, 2.0)
+    for name in NUMBER_RANGES.keys() & payload.keys():  # only the parameters the client sent
+        _check_range(payload, name, *NUMBER_RANGES[name])
     max_tokens = _positive_int(payload, "max_tokens")
     max_completion_tokens = _positive_int(payload, "max_completion_tokens")
     n = _positive_int(payload, "n")
@@ -618,7 +623,7 @@ def _injected_error(
     error_type, code, message = INJECTED_ERRORS[status]
     sent_retry_after_s = None
     if status in RETRY_AFTER_STATUSES:
-        headers["Retry-After"] = f"{retry_after_s:g}"
+        headers["Retry-After"] = str(math.ceil(retry_after_s))  # HTTP wants whole seconds
         headers["retry-after-ms"] = str(math.ceil(retry_after_s * 1000))
         sent_retry_after_s = retry_after_s
     return error_response(

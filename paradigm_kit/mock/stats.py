@@ -31,8 +31,9 @@ The report card judges each retry (attempt 2 and later) against the previous att
 * ``too_many_attempts``: an identity needed more than ``max_attempts`` attempts (counted once).
 
 A log record (``/_mock/log``) is ``{identity, attempt, t_start, t_end, status, retry_after_s,
-key_hash, run}``: times in seconds since the mock started (or was reset), ``t_start`` once the
-body is read, ``t_end`` when the answer is handed over; ``retry_after_s`` is the shortest wait the
+key_hash, run}``: times in seconds since the mock started (or was reset), ``t_start`` when the
+request reaches the handler, ``t_end`` when its answer is handed over (or it is dropped or
+cancelled); ``retry_after_s`` is the shortest wait the
 answer asked for (the exact ``retry-after-ms`` of a rate-limited 429, whose ``Retry-After`` is
 rounded up to whole seconds; ``--retry-after`` for injected 429/503), None when it asked none.
 Only hashes of API keys are kept, never a key.

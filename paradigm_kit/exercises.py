@@ -1,0 +1,656 @@
+"""Exercises with instant self-checks: the mock's own request log is the referee.
+
+Each tutorial notebook ends with two or three exercises. An exercise cell looks like this::
+
+    from paradigm_kit.exercises import exercise, check_bounded
+    ex = exercise("02-bound")        # a local mock for the exercises, and a run of your own
+    ...                              # your attempt: send ex.payloads() to ex.chat_url, ex.headers()
+    result = check_bounded(ex, replies, max_in_flight=5)
+
+and the check prints one short verdict: ``[02-bound] solved: ...`` or ``[02-bound] not solved
+yet: <what to fix>``. It never raises, so an unsolved exercise never fails a notebook run; it
+returns a ``CheckResult`` (``solved``, ``message``) that tests and solution notebooks assert on.
+
+Design
+------
+* **What really happened, not what the code claims.** A check reads the per-attempt records the
+  mock kept for this exercise's run (``GET /_mock/log?run=...``: identity, attempt, start and end
+  on the server's clock, status, the ``Retry-After`` it sent) and compares them with what the
+  learner's code returns. Concurrency is the peak overlap of the server-side intervals: a client
+  that releases its slot only after reading an answer can never show more overlap at the server
+  than its bound. Retry timing is the gap between an answer and the next attempt of the same
+  request, against the ``Retry-After`` that answer carried.
+* **One run per attempt.** ``exercise(name)`` returns a fresh ``Exercise`` with its own API key and
+  ``X-Run-Id``; the mock keeps a separate log per run (by that header, else by a hash of the key),
+  so re-running a cell, or another exercise, never mixes records. Requests sent with the
+  exercise's key but without the header (hand-written headers) are found too.
+* **Always a local mock.** Exercises run against a bundled mock started on first use (one per set
+  of mock settings, shared by the exercises of a kernel, stopped when the kernel exits), whatever
+  ``PARADIGM_API_KEY`` says: a real server keeps no log to check against, and practice should not
+  spend paid requests.
+* **Results in any reasonable shape.** A reply may be the text, the whole JSON body (a dict) or an
+  ``openai`` response object; a failure may be an exception, ``None`` or an ``{"error": ...}``
+  dict. ``reply_text`` reads them all.
+
+The checks, by notebook: 01 ``check_first_call``, ``check_401_reported``; 02
+``check_input_order``, ``check_one_failure_contained``, ``check_bounded``; 03
+``check_all_at_once``, ``check_ideal_time``; 04 ``check_top_level_await``,
+``check_subprocess_run``; 05 ``check_retry_after``. Session reuse is not checked: the mock's log
+does not record which connection carried a request.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import sys
+import tempfile
+import urllib.error
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .settings import DEFAULT_MODEL
+
+__all__ = [
+    "SEED_NAMES",
+    "CheckResult",
+    "Exercise",
+    "check_401_reported",
+    "check_all_at_once",
+    "check_bounded",
+    "check_first_call",
+    "check_ideal_time",
+    "check_input_order",
+    "check_one_failure_contained",
+    "check_retry_after",
+    "check_subprocess_run",
+    "check_top_level_await",
+    "exercise",
+    "reply_text",
+    "stop_exercise_mocks",
+]
+
+SEED_NAMES = (
+    "Alice", "Bob", "Charlie", "David", "Emma", "Frank", "Grace", "Hannah", "Ian", "Jessica",
+    "Kevin", "Linda", "Michael", "Nancy", "Olivia", "Peter", "Quincy", "Rachel", "Samuel",
+    "Tiffany",
+)  # fmt: skip
+GREETING_PROMPT = (
+    "Dis bonjour au nouvel utilisateur sur Paradigm ! "
+    "Donne un accueil court d'une phrase hautement personnalisé à : {name}"
+)
+UNKNOWN_MODEL = "no-such-model"
+RETRY_AFTER_SLACK_S = 0.010  # the mock's own clock slack when it grades retries
+
+
+@dataclass(frozen=True)
+class ExerciseSpec:
+    """What an exercise sends and against which mock settings."""
+
+    n_requests: int = 20
+    mock_flags: tuple[tuple[str, Any], ...] = (("latency", 0.2),)
+    failing_index: int | None = None  # this payload asks for an unknown model (a 404)
+
+    @property
+    def latency_s(self) -> float:
+        return float(dict(self.mock_flags).get("latency", 0.5))
+
+
+RETRY_MOCK = (("latency", 0.05), ("error_rate", 0.3), ("error_statuses", "429"), ("seed", 5))
+EXERCISES = {
+    "01-first-call": ExerciseSpec(n_requests=1),
+    "01-401": ExerciseSpec(n_requests=1),
+    "02-in-order": ExerciseSpec(),
+    "02-one-failure": ExerciseSpec(failing_index=7),
+    "02-bound": ExerciseSpec(),
+    "03-all-at-once": ExerciseSpec(),
+    "03-ideal-time": ExerciseSpec(),
+    "04-await": ExerciseSpec(n_requests=5),
+    "04-subprocess": ExerciseSpec(n_requests=5),
+    "05-retry-after": ExerciseSpec(mock_flags=RETRY_MOCK),
+}
+
+_mocks: dict[tuple, Any] = {}  # mock settings -> MockHandle, one per kernel (stopped at exit)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One attempt at an exercise: where to send (``chat_url``), with which ``headers()``."""
+
+    name: str
+    base_url: str
+    api_key: str = field(repr=False)
+    run_id: str
+    spec: ExerciseSpec = field(repr=False)
+    model: str = DEFAULT_MODEL
+
+    @property
+    def chat_url(self) -> str:
+        """``{base_url}/chat/completions`` of the exercises' local mock."""
+        return f"{self.base_url}/chat/completions"
+
+    @property
+    def names(self) -> list[str]:
+        """The names this exercise greets, in input order (the seed's, as many as it sends)."""
+        return [SEED_NAMES[i % len(SEED_NAMES)] for i in range(self.spec.n_requests)]
+
+    @property
+    def latency_s(self) -> float:
+        """How long the exercises' mock takes to answer one request."""
+        return self.spec.latency_s
+
+    def headers(self, *, with_key: bool = True) -> dict[str, str]:
+        """The key (unless ``with_key=False``), the JSON content type, and this run's id."""
+        headers = {"Content-Type": "application/json", "X-Run-Id": self.run_id}
+        if with_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def payload(self, name: str) -> dict[str, Any]:
+        """The seed's greeting request for ``name``."""
+        return {
+            "model": self.model,
+            "messages": [{"role": "user", "content": GREETING_PROMPT.format(name=name)}],
+            "temperature": 0.4,
+            "max_tokens": 150,
+        }
+
+    def payloads(self) -> list[dict[str, Any]]:
+        """One request per name, in input order (one asks for an unknown model if the exercise says so)."""
+        payloads = [self.payload(name) for name in self.names]
+        if self.spec.failing_index is not None:
+            payloads[self.spec.failing_index]["model"] = UNKNOWN_MODEL
+        return payloads
+
+    def env(self) -> dict[str, str]:
+        """The environment for a script in a subprocess: this run's URL, key and run id."""
+        return {
+            **os.environ,
+            "PARADIGM_BASE_URL": self.base_url,
+            "PARADIGM_API_KEY": self.api_key,
+            "PARADIGM_RUN_ID": self.run_id,
+        }
+
+    def write_script(self) -> Path:
+        """Write exercise 04's script to a temporary folder and return its path."""
+        folder = Path(tempfile.mkdtemp(prefix="paradigm-exercise-"))
+        path = folder / "greet_five.py"
+        path.write_text(SUBPROCESS_SCRIPT.format(n=self.spec.n_requests), encoding="utf-8")
+        return path
+
+
+def exercise(name: str) -> Exercise:
+    """A fresh attempt at exercise ``name``: a new key and run id on the exercises' local mock."""
+    if name not in EXERCISES:
+        raise ValueError(f"unknown exercise {name!r}; known: {', '.join(EXERCISES)}")
+    spec = EXERCISES[name]
+    tag = secrets.token_hex(4)
+    return Exercise(
+        name=name,
+        base_url=_mock_for(spec.mock_flags),
+        api_key=f"exercise-{name}-{tag}",
+        run_id=f"exercise-{name}-{tag}",
+        spec=spec,
+    )
+
+
+def stop_exercise_mocks() -> None:
+    """Stop the exercises' local mocks now (they stop by themselves when the kernel exits)."""
+    while _mocks:
+        _flags, handle = _mocks.popitem()
+        handle.stop()
+
+
+def _mock_for(flags: tuple[tuple[str, Any], ...]) -> str:
+    """The base URL of the local mock with these settings, started on first use."""
+    handle = _mocks.get(flags)
+    if handle is None or not handle.running:
+        from .mock import start_mock  # imported late: importing this module starts nothing
+
+        handle = _mocks[flags] = start_mock(**dict(flags))
+    return handle.base_url
+
+
+# --- results --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """A check's verdict: ``solved`` and the ``message`` it printed."""
+
+    exercise: str
+    solved: bool
+    message: str
+
+    def __repr__(self) -> str:
+        return f"CheckResult(exercise={self.exercise!r}, solved={self.solved})"
+
+
+def reply_text(result: Any) -> str | None:
+    """The reply's text from a str, a JSON body, or an SDK object; None for a failure."""
+    if isinstance(result, str):
+        return result
+    if isinstance(result, dict):
+        try:
+            return result["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            return None
+    choices = getattr(result, "choices", None)  # an openai ChatCompletion
+    if choices:
+        return getattr(getattr(choices[0], "message", None), "content", None)
+    return None
+
+
+def _is_failure(result: Any) -> bool:
+    return isinstance(result, BaseException) or result is None or reply_text(result) is None
+
+
+# --- what the mock saw ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt as the mock logged it (times in seconds on the mock's clock)."""
+
+    identity: str
+    attempt: int
+    t_start: float
+    t_end: float
+    status: int
+    retry_after_s: float | None
+
+
+def _attempts(ex: Exercise) -> list[Attempt]:
+    """This run's attempts: those with its ``X-Run-Id``, and those with its key but no header."""
+    from .mock import mock_log
+    from .mock.stats import key_hash
+
+    records = []
+    for run in (ex.run_id, key_hash(ex.api_key)):
+        records += mock_log(ex.base_url, run=run)
+    return sorted(
+        (
+            Attempt(
+                r["identity"],
+                r["attempt"],
+                r["t_start"],
+                r["t_end"],
+                r["status"],
+                r["retry_after_s"],
+            )
+            for r in records
+        ),
+        key=lambda a: a.t_start,
+    )
+
+
+def peak_in_flight(attempts: list[Attempt]) -> int:
+    """The most attempts in flight at once, from their server-side start and end times."""
+    events = sorted([(a.t_start, 1) for a in attempts] + [(a.t_end, -1) for a in attempts])
+    peak = in_flight = 0
+    for _time, change in events:  # at equal times an end (-1) sorts before a start (+1)
+        in_flight += change
+        peak = max(peak, in_flight)
+    return peak
+
+
+def _ok_count(attempts: list[Attempt]) -> int:
+    return sum(a.status == 200 for a in attempts)
+
+
+def _judge(ex: Exercise, verdict: Callable[[list[Attempt]], tuple[bool, str]]) -> CheckResult:
+    """Read the log, let ``verdict`` decide, print the verdict; never raise for a wrong attempt."""
+    if not isinstance(ex, Exercise):
+        return _report(
+            str(ex),
+            False,
+            "pass the exercise object first: ex = exercise('...'), then check(ex, ...)",
+        )
+    try:
+        attempts = _attempts(ex)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        return _report(
+            ex.name,
+            False,
+            f"could not read the exercise mock's log ({error}); run `ex = exercise({ex.name!r})` again",
+        )
+    if not attempts:
+        return _report(
+            ex.name,
+            False,
+            "the mock saw no request from this attempt: send to ex.chat_url with "
+            "headers=ex.headers() (after `ex = exercise(...)` in the same cell run)",
+        )
+    try:
+        solved, message = verdict(attempts)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as error:
+        solved, message = False, f"your result could not be read ({type(error).__name__}: {error})"
+    return _report(ex.name, solved, message)
+
+
+def _report(name: str, solved: bool, message: str) -> CheckResult:
+    print(f"[{name}] {'solved' if solved else 'not solved yet'}: {message}")
+    return CheckResult(name, solved, message)
+
+
+def _replies_problem(ex: Exercise, replies: Any) -> str | None:
+    """What is wrong with a list of replies meant to greet ``ex.names`` in order, or None."""
+    if not isinstance(replies, (list, tuple)):
+        return f"expected a list of {len(ex.names)} replies, got {type(replies).__name__}"
+    if len(replies) != len(ex.names):
+        return f"expected {len(ex.names)} replies, got {len(replies)}"
+    for index, (name, reply) in enumerate(zip(ex.names, replies, strict=True)):
+        text = reply_text(reply)
+        if text is None:
+            return f"reply {index} ({name}) is not an answer: {type(reply).__name__}"
+        if name not in text:
+            return (
+                f"reply {index} should greet {name} but reads {text[:60]!r}: keep the results in "
+                "input order (asyncio.gather does; as_completed does not)"
+            )
+    return None
+
+
+# --- 01 · session set-up ------------------------------------------------------------------------
+
+
+def check_first_call(ex: Exercise, reply: Any) -> CheckResult:
+    """One request answered 200, and ``reply`` is its text (not the whole JSON body)."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        if not _ok_count(attempts):
+            statuses = sorted({a.status for a in attempts})
+            return False, f"the mock answered {statuses}, not 200: read the error message it sent"
+        if isinstance(reply, dict) and reply_text(reply) is not None:
+            return False, (
+                "you returned the whole JSON body: the text is in "
+                "data['choices'][0]['message']['content']"
+            )
+        text = reply_text(reply)
+        if not text:
+            return False, f"the request was answered, but `reply` is {reply!r}: return the text"
+        return True, "one request answered, and you read the reply's text."
+
+    return _judge(ex, verdict)
+
+
+def check_401_reported(ex: Exercise, status: Any, message: Any) -> CheckResult:
+    """A request without a key got a 401, and the code reports its status and error message."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        if not any(a.status == 401 for a in attempts):
+            return (
+                False,
+                "the mock saw no request without a key: send one with ex.headers(with_key=False)",
+            )
+        if status != 401:
+            return False, f"`status` should be the HTTP status of that answer, 401; got {status!r}"
+        if not isinstance(message, str) or not message.strip():
+            return False, f"`message` should be the error's text; got {message!r}"
+        if message.lstrip().startswith("{"):
+            return False, "`message` is the whole JSON body: report body['error']['message']"
+        if "API key" not in message:
+            return False, f"`message` should be the server's error message; got {message[:80]!r}"
+        return True, "401 caught, and reported with the server's own message."
+
+    return _judge(ex, verdict)
+
+
+# --- 02 · asyncio.gather --------------------------------------------------------------------------
+
+
+def check_input_order(ex: Exercise, replies: Any) -> CheckResult:
+    """All requests answered, and the replies come back in the order of the names."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        if _ok_count(attempts) < len(ex.names):
+            return False, f"the mock answered {_ok_count(attempts)} of {len(ex.names)} requests"
+        problem = _replies_problem(ex, replies)
+        if problem:
+            return False, problem
+        return True, f"{len(ex.names)} replies, each in the place of its name."
+
+    return _judge(ex, verdict)
+
+
+def check_one_failure_contained(ex: Exercise, results: Any) -> CheckResult:
+    """One request fails (unknown model), yet every other result is there, in input order."""
+    failing = ex.spec.failing_index
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        n_good = len(ex.names) - 1
+        if isinstance(results, BaseException):
+            return False, (
+                f"the whole batch raised {type(results).__name__}: gather(..., "
+                "return_exceptions=True) keeps the other results"
+            )
+        if not isinstance(results, (list, tuple)) or len(results) != len(ex.names):
+            size = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+            return False, f"expected {len(ex.names)} results (one per payload), got {size}"
+        if not any(a.status == 404 for a in attempts):
+            return False, "the failing request was never sent: send all of ex.payloads()"
+        if _ok_count(attempts) < n_good:
+            return False, f"only {_ok_count(attempts)} of the {n_good} good requests were answered"
+        if not _is_failure(results[failing]):
+            return (
+                False,
+                f"result {failing} should be the failure (an exception or an error record)",
+            )
+        good = [r for i, r in enumerate(results) if i != failing]
+        names = [n for i, n in enumerate(ex.names) if i != failing]
+        for name, result in zip(names, good, strict=True):
+            text = reply_text(result)
+            if text is None or name not in text:
+                return False, f"the result for {name} is missing or out of place: {result!r:.80}"
+        return True, f"1 failure kept as a result at index {failing}, {n_good} replies in order."
+
+    return _judge(ex, verdict)
+
+
+def check_bounded(ex: Exercise, replies: Any, max_in_flight: int = 5) -> CheckResult:
+    """Every request answered, never more than ``max_in_flight`` at once, and more than one."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        peak = peak_in_flight(attempts)
+        if peak > max_in_flight:
+            return False, (
+                f"up to {peak} requests were in flight at once (bound: {max_in_flight}): wrap each "
+                f"request in `async with asyncio.Semaphore({max_in_flight})` (one semaphore for all)"
+            )
+        if peak == 1:
+            return False, f"one request at a time is sequential: let {max_in_flight} run together"
+        if _ok_count(attempts) < len(ex.names):
+            return False, f"the mock answered {_ok_count(attempts)} of {len(ex.names)} requests"
+        problem = _replies_problem(ex, replies)
+        if problem:
+            return False, problem
+        return True, f"{len(ex.names)} replies, never more than {max_in_flight} requests in flight."
+
+    return _judge(ex, verdict)
+
+
+# --- 03 · the speed test --------------------------------------------------------------------------
+
+
+def check_all_at_once(ex: Exercise, replies: Any) -> CheckResult:
+    """The batch ran concurrently (most requests in flight together), replies in order."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        peak = peak_in_flight(attempts)
+        if peak < len(ex.names) / 2:
+            return False, (
+                f"at most {peak} request(s) were in flight together: start them all, then await "
+                "them together (asyncio.gather), instead of awaiting each in turn"
+            )
+        problem = _replies_problem(ex, replies)
+        if problem:
+            return False, problem
+        return True, f"{len(ex.names)} requests sent together, replies in order."
+
+    return _judge(ex, verdict)
+
+
+def check_ideal_time(ex: Exercise, predicted_s: Any, max_in_flight: int) -> CheckResult:
+    """The batch ran under the bound, and ``predicted_s`` is the ideal ceil(N / C) * latency."""
+    n = len(ex.names)
+    ideal_s = math.ceil(n / max_in_flight) * ex.latency_s
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        peak = peak_in_flight(attempts)
+        if peak > max_in_flight:
+            return False, f"up to {peak} requests were in flight, over the bound of {max_in_flight}"
+        if _ok_count(attempts) < n:
+            return False, f"the mock answered {_ok_count(attempts)} of {n} requests"
+        if not isinstance(predicted_s, (int, float)):
+            return False, f"`predicted_s` should be a number of seconds, got {predicted_s!r}"
+        if math.isclose(predicted_s, n / max_in_flight * ex.latency_s, rel_tol=1e-3) and (
+            n % max_in_flight
+        ):
+            return False, (
+                f"close: {n} / {max_in_flight} is not a whole number of waves; the last, partial "
+                "wave takes a full latency too (math.ceil)"
+            )
+        if not math.isclose(predicted_s, ideal_s, rel_tol=1e-3):
+            return False, (
+                f"predicted {predicted_s:g} s: count the waves of {max_in_flight} requests, "
+                "each takes one latency"
+            )
+        return True, f"ideal = ceil({n} / {max_in_flight}) x {ex.latency_s:g} s = {ideal_s:g} s."
+
+    return _judge(ex, verdict)
+
+
+# --- 04 · Jupyter and the event loop --------------------------------------------------------------
+
+SUBPROCESS_SCRIPT = '''\
+"""Exercise 04: greet {n} users concurrently, from a script run in a subprocess."""
+
+import asyncio
+import os
+import sys
+
+import aiohttp
+
+from paradigm_kit.exercises import GREETING_PROMPT, SEED_NAMES
+
+
+async def main() -> int:
+    headers = {{
+        "Authorization": f"Bearer {{os.environ['PARADIGM_API_KEY']}}",
+        "X-Run-Id": os.environ.get("PARADIGM_RUN_ID", ""),
+    }}
+    url = os.environ["PARADIGM_BASE_URL"] + "/chat/completions"
+
+    async def greet(session: aiohttp.ClientSession, name: str) -> str:
+        payload = {{
+            "model": "alfred-4.2",
+            "messages": [{{"role": "user", "content": GREETING_PROMPT.format(name=name)}}],
+        }}
+        async with session.post(url, json=payload, headers=headers) as response:
+            response.raise_for_status()
+            return (await response.json())["choices"][0]["message"]["content"]
+
+    async with aiohttp.ClientSession() as session:
+        replies = await asyncio.gather(*(greet(session, name) for name in SEED_NAMES[:{n}]))
+    print(f"{{len(replies)}} replies")
+    return 0
+
+
+if __name__ == "__main__":
+    print(f"python: {{sys.executable}}")
+    sys.exit(asyncio.run(main()))
+'''
+
+
+def check_top_level_await(ex: Exercise, replies: Any) -> CheckResult:
+    """The coroutine ran in the notebook (top-level ``await``) and returned every reply in order."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        if _ok_count(attempts) < len(ex.names):
+            return False, f"the mock answered {_ok_count(attempts)} of {len(ex.names)} requests"
+        problem = _replies_problem(ex, replies)
+        if problem:
+            hint = " (did you keep the result: replies = await main()?)" if not replies else ""
+            return False, problem + hint
+        return True, f"main() awaited in the notebook: {len(ex.names)} replies, no asyncio.run()."
+
+    return _judge(ex, verdict)
+
+
+def check_subprocess_run(ex: Exercise, exit_code: Any, output: Any) -> CheckResult:
+    """The script ran on the kernel's own Python, succeeded, and its requests reached the mock."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        if exit_code != 0:
+            return False, f"the script exited with {exit_code!r}, not 0: read its output"
+        lines = str(output).splitlines()
+        ran_on = next(
+            (line.split(":", 1)[1].strip() for line in lines if line.startswith("python:")), ""
+        )
+        if not ran_on:
+            return False, "pass the script's output (stdout) as `output`"
+        if not _same_python(ran_on, sys.executable):
+            return False, (
+                f"the script ran on {ran_on}, not on this kernel's Python: run "
+                "[sys.executable, script] rather than a bare 'python'"
+            )
+        if _ok_count(attempts) < len(ex.names):
+            return False, (
+                f"the mock answered {_ok_count(attempts)} of {len(ex.names)} requests: pass "
+                "env=ex.env() so the script uses this exercise's URL and key"
+            )
+        return True, "the script ran on this kernel's Python, in its own process and event loop."
+
+    return _judge(ex, verdict)
+
+
+def _same_python(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a == b
+
+
+# --- 05 · production batches ----------------------------------------------------------------------
+
+
+def check_retry_after(ex: Exercise, results: Any) -> CheckResult:
+    """Every request ends answered, and no retry came before the ``Retry-After`` it was given."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        by_identity: dict[str, list[Attempt]] = {}
+        for attempt in attempts:
+            by_identity.setdefault(attempt.identity, []).append(attempt)
+        refused = sum(a.status == 429 for a in attempts)
+        if not refused:
+            return False, "no request was refused with a 429 this time: send all of ex.payloads()"
+        too_early = []
+        for tries in by_identity.values():
+            tries.sort(key=lambda a: a.attempt)
+            for previous, following in zip(tries, tries[1:], strict=False):
+                waited_s = following.t_start - previous.t_end
+                wanted_s = previous.retry_after_s
+                if wanted_s is not None and waited_s < wanted_s - RETRY_AFTER_SLACK_S:
+                    too_early.append((waited_s, wanted_s))
+        if too_early:
+            waited_s, wanted_s = too_early[0]
+            return False, (
+                f"{len(too_early)} retry(ies) came too early (one after {waited_s:.2f} s, asked "
+                f"{wanted_s:g} s): sleep for the Retry-After header's seconds before retrying"
+            )
+        unanswered = sum(tries[-1].status != 200 for tries in by_identity.values())
+        if unanswered:
+            return False, (
+                f"{unanswered} request(s) ended without an answer: retry a 429 until it succeeds"
+            )
+        problem = _replies_problem(ex, results)
+        if problem:
+            return False, problem
+        return True, (
+            f"{refused} 429(s), each retried after its Retry-After; all {len(ex.names)} answered."
+        )
+
+    return _judge(ex, verdict)
