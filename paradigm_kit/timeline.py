@@ -156,7 +156,9 @@ def _rows(records: Iterable[RequestRecord]) -> Iterator[tuple[Any, list[RequestR
     by_id: dict[Any, list[RequestRecord]] = {}
     for record in records:
         by_id.setdefault(record.id, []).append(record)
-    ordered = sorted(by_id.items(), key=lambda item: min(r.t_queued for r in item[1]))
+    ordered = sorted(
+        by_id.items(), key=lambda item: min((r.t_queued, r.t_started) for r in item[1])
+    )
     for request_id, attempts in ordered:
         yield request_id, sorted(attempts, key=lambda r: r.attempt)
 
@@ -174,6 +176,7 @@ def plot_timeline(
     requests only the first ``max_rows`` are drawn, and the title says so.
     """
     import matplotlib.pyplot as plt  # lazily: the runner never imports matplotlib otherwise
+    from matplotlib.patches import Patch
 
     rows = list(_rows(records))
     shown = rows[:max_rows]
@@ -204,18 +207,19 @@ def plot_timeline(
             by_row.setdefault(row, []).append(span)
         for row, row_spans in by_row.items():
             ax.broken_barh(row_spans, (row - 0.4, 0.8), facecolors=colour)
-        ax.barh([], [], color=colour, label=state)  # a legend entry even when unused
-    ax.set_yticks(range(len(shown)))
-    ax.set_yticklabels([str(request_id) for request_id, _ in shown], fontsize=7)
+    if len(shown) <= 60:
+        ax.set_yticks(range(len(shown)))
+        ax.set_yticklabels([str(request_id) for request_id, _ in shown], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("time since the start of the run (s)")
-    ax.set_ylabel("request id")
+    ax.set_ylabel("request id" if len(shown) <= 60 else "request (in order of start)")
     ax.set_xlim(left=0)
     attempts_total = sum(len(attempts) for _, attempts in rows)
     default = f"{len(rows)} requests, {attempts_total} attempts"
     if len(rows) > len(shown):
         default += f" (first {len(shown)} shown)"
     ax.set_title(f"{title}\n{default}" if title else default)
-    ax.legend(loc="upper right", fontsize=8, ncols=4)
+    handles = [Patch(facecolor=colour, label=state) for state, colour in STATE_COLOURS.items()]
+    ax.legend(handles=handles, loc="upper right", fontsize=8, ncols=4)
     ax.grid(axis="x", alpha=0.3)
     return ax

@@ -49,25 +49,68 @@ def build_parser() -> argparse.ArgumentParser:
     add("input", help="JSONL file of chat requests")
     add("output", help="JSONL file of results (appended to; resumed if it exists)")
     add("--concurrency", type=int, default=20, help="requests in flight at most (default 20)")
-    add("--max-retries", type=int, default=6, help="retries per request after the first attempt (default 6)")
-    add("--max-requests-per-minute", type=float, default=None,
-        help="client-side request limit (default: none, or learned from x-ratelimit-* headers)")
-    add("--max-tokens-per-minute", type=float, default=None,
-        help="client-side token limit, estimated as prompt characters / 4 + max_tokens (default: none)")
+    add(
+        "--max-retries",
+        type=int,
+        default=6,
+        help="retries per request after the first attempt (default 6)",
+    )
+    add(
+        "--max-requests-per-minute",
+        type=float,
+        default=None,
+        help="client-side request limit (default: none, or learned from x-ratelimit-* headers)",
+    )
+    add(
+        "--max-tokens-per-minute",
+        type=float,
+        default=None,
+        help="client-side token limit, estimated as prompt characters / 4 + max_tokens (default: none)",
+    )
     add("--no-learn-limits", action="store_true", help="ignore x-ratelimit-* headers")
-    add("--timeout", type=float, default=60.0, help="seconds per attempt, from when it is sent (default 60)")
-    add("--max-retry-after", type=float, default=120.0,
-        help="fail a request whose Retry-After is longer than this many seconds (default 120)")
-    add("--backoff-base", type=float, default=0.5, help="first backoff in seconds, doubled each retry (default 0.5)")
+    add(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds per attempt, from when it is sent (default 60)",
+    )
+    add(
+        "--max-retry-after",
+        type=float,
+        default=120.0,
+        help="fail a request whose Retry-After is longer than this many seconds (default 120)",
+    )
+    add(
+        "--backoff-base",
+        type=float,
+        default=0.5,
+        help="first backoff in seconds, doubled each retry (default 0.5)",
+    )
     add("--backoff-max", type=float, default=30.0, help="backoff cap in seconds (default 30)")
-    add("--jitter", choices=("equal", "full"), default="equal", help="backoff jitter (default equal)")
-    add("--model", default=DEFAULT_MODEL, help=f"model for lines without one (default {DEFAULT_MODEL})")
-    add("--retry-failed", action="store_true",
-        help="retry only the ids whose output line is an error, rewriting the output atomically")
+    add(
+        "--jitter",
+        choices=("equal", "full"),
+        default="equal",
+        help="backoff jitter (default equal)",
+    )
+    add(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"model for lines without one (default {DEFAULT_MODEL})",
+    )
+    add(
+        "--retry-failed",
+        action="store_true",
+        help="retry only the ids whose output line is an error, rewriting the output atomically",
+    )
     add("--ordered", action="store_true", help="sort the output in input order at the end")
     add("--timeline", metavar="FILE", default=None, help="write one JSON line per attempt to FILE")
     add("--price-per-1k-tokens", type=float, default=None, help="price for the cost in the summary")
-    add("--dry-run", action="store_true", help="count requests, estimate tokens and cost, send nothing")
+    add(
+        "--dry-run",
+        action="store_true",
+        help="count requests, estimate tokens and cost, send nothing",
+    )
     add("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -89,9 +132,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     try:
         if args.dry_run:
-            print(estimate_batch(args.input, args.output, model=args.model,
-                                 retry_failed=args.retry_failed,
-                                 price_per_1k_tokens=args.price_per_1k_tokens))
+            print(
+                estimate_batch(
+                    args.input,
+                    args.output,
+                    model=args.model,
+                    retry_failed=args.retry_failed,
+                    price_per_1k_tokens=args.price_per_1k_tokens,
+                )
+            )
             return 0
         summary = asyncio.run(
             run_batch(

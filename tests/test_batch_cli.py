@@ -22,8 +22,16 @@ KEY = "test-key-not-a-secret"
 def write_input(path: Path, n: int) -> Path:
     with open(path, "w", encoding="utf-8") as out:
         for i in range(n):
-            out.write(json.dumps({"id": f"r{i}", "max_tokens": 20,
-                                  "messages": [{"role": "user", "content": f"Say hello to user {i}"}]}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "id": f"r{i}",
+                        "max_tokens": 20,
+                        "messages": [{"role": "user", "content": f"Say hello to user {i}"}],
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -41,8 +49,13 @@ def command(*args: object) -> list[str]:
 
 
 def cli(*args: object, base_url: str | None, key: str | None = KEY, timeout_s: float = 120):
-    return subprocess.run(command(*args), env=environment(base_url, key), capture_output=True,
-                          text=True, timeout=timeout_s)
+    return subprocess.run(
+        command(*args),
+        env=environment(base_url, key),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 def ids_in(path: Path) -> list:
@@ -53,7 +66,9 @@ def ids_in(path: Path) -> list:
 def test_cli_runs_a_batch_and_prints_a_summary(fresh_mock_url, tmp_path):
     """A clean run exits 0 with one line per request and the summary on stdout."""
     source, output = write_input(tmp_path / "in.jsonl", 50), tmp_path / "out.jsonl"
-    result = cli(source, output, "--concurrency", 10, "--price-per-1k-tokens", 0.5, base_url=fresh_mock_url)
+    result = cli(
+        source, output, "--concurrency", 10, "--price-per-1k-tokens", 0.5, base_url=fresh_mock_url
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(ids_in(output)) == sorted(f"r{i}" for i in range(50))
     assert "succeeded    50" in result.stdout and "cost" in result.stdout
@@ -67,7 +82,9 @@ def test_cli_exits_1_when_some_requests_failed(fresh_mock_url, tmp_path):
         out.write("{broken\n")
     result = cli(source, tmp_path / "out.jsonl", base_url=fresh_mock_url)
     assert result.returncode == 1, result.stderr
-    assert sorted(map(str, ids_in(tmp_path / "out.jsonl"))) == sorted([*(f"r{i}" for i in range(5)), "6"])
+    assert sorted(map(str, ids_in(tmp_path / "out.jsonl"))) == sorted(
+        [*(f"r{i}" for i in range(5)), "6"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -93,7 +110,9 @@ def test_cli_preflight_error_exits_2_with_one_line(start_mock_server, tmp_path, 
         target = "http://127.0.0.1:9/api/v2"
     elif case == "unknown-model":
         options = ["--model", "no-such-model"]
-        source.write_text(source.read_text().replace('"max_tokens"', '"temperature": 0.5, "max_tokens"'))
+        source.write_text(
+            source.read_text().replace('"max_tokens"', '"temperature": 0.5, "max_tokens"')
+        )
     elif case == "refused-key":
         key = "a-wrong-key"
     result = cli(source, output, *options, base_url=target, key=key, timeout_s=60)
@@ -129,9 +148,13 @@ def identity(request: dict) -> str:
 
 
 def start_runner(source: Path, output: Path, base_url: str, *options: object) -> subprocess.Popen:
-    return subprocess.Popen(command(source, output, "--concurrency", 20, "--no-progress", *options),
-                            env=environment(base_url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        command(source, output, "--concurrency", 20, "--no-progress", *options),
+        env=environment(base_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_lines(output: Path, at_least: int, timeout_s: float = 60) -> None:
@@ -159,8 +182,12 @@ def test_cli_resume_after_kill_9_finishes_without_duplicates(start_mock_server, 
     assert sorted(ids_in(output)) == sorted(f"r{i}" for i in range(600))
     # the mock saw each request written before the kill exactly once, over both runs
     attempts = mock_stats(base_url)["attempts_by_identity"]
-    bodies = {request["id"]: request for request in map(json.loads, source.read_text().splitlines())}
-    assert [attempts[identity(bodies[request_id])] for request_id in finished] == [1] * len(finished)
+    bodies = {
+        request["id"]: request for request in map(json.loads, source.read_text().splitlines())
+    }
+    assert [attempts[identity(bodies[request_id])] for request_id in finished] == [1] * len(
+        finished
+    )
 
 
 def test_cli_sigint_stops_gracefully_with_130(start_mock_server, tmp_path):
@@ -182,7 +209,11 @@ def test_cli_sigint_stops_gracefully_with_130(start_mock_server, tmp_path):
 
 def test_cli_timeline_streams_one_record_per_attempt(fresh_mock_url, tmp_path):
     """--timeline FILE gets one well-formed JSON record per attempt."""
-    source, output, timeline = write_input(tmp_path / "in.jsonl", 30), tmp_path / "out.jsonl", tmp_path / "t.jsonl"
+    source, output, timeline = (
+        write_input(tmp_path / "in.jsonl", 30),
+        tmp_path / "out.jsonl",
+        tmp_path / "t.jsonl",
+    )
     result = cli(source, output, "--timeline", timeline, base_url=fresh_mock_url)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in timeline.read_text().splitlines()]

@@ -40,7 +40,9 @@ def test_read_requests_defaults_id_to_line_number_and_fills_the_model(tmp_path):
 
 def test_read_requests_reports_a_malformed_line_and_goes_on(tmp_path):
     """A line that is not a JSON object becomes a problem with its line number; the rest reads."""
-    path = write_lines(tmp_path / "in.jsonl", ['{"messages": []}', "{not json", "[1, 2]", '{"messages": []}'])
+    path = write_lines(
+        tmp_path / "in.jsonl", ['{"messages": []}', "{not json", "[1, 2]", '{"messages": []}']
+    )
     items = list(read_requests(path, default_model="m"))
     problems = {line: problem for line, _, _, problem in items if problem}
     assert set(problems) == {2, 3}
@@ -50,8 +52,14 @@ def test_read_requests_reports_a_malformed_line_and_goes_on(tmp_path):
 
 def test_read_requests_skips_done_ids_and_keeps_only_asked_ones(tmp_path):
     """skip_ids drops requests already done; only_ids keeps just the ones to retry."""
-    path = write_lines(tmp_path / "in.jsonl", [json.dumps({"id": i, "messages": []}) for i in range(5)])
-    assert [i for _, i, _, _ in read_requests(path, default_model="m", skip_ids={1, 3})] == [0, 2, 4]
+    path = write_lines(
+        tmp_path / "in.jsonl", [json.dumps({"id": i, "messages": []}) for i in range(5)]
+    )
+    assert [i for _, i, _, _ in read_requests(path, default_model="m", skip_ids={1, 3})] == [
+        0,
+        2,
+        4,
+    ]
     assert [i for _, i, _, _ in read_requests(path, default_model="m", only_ids={3})] == [3]
 
 
@@ -89,9 +97,15 @@ def test_merge_retried_replaces_each_retried_line_atomically(tmp_path):
     """--retry-failed results replace the old error lines: still one line per id."""
     path = write_lines(
         tmp_path / "out.jsonl",
-        ['{"id": 1, "response": {}}', '{"id": 2, "error": {"status": 500}}', '{"id": 3, "error": {}}'],
+        [
+            '{"id": 1, "response": {}}',
+            '{"id": 2, "error": {"status": 500}}',
+            '{"id": 3, "error": {}}',
+        ],
     )
-    write_lines(tmp_path / side_path(path).rsplit("/", 1)[1], ['{"id": 2, "response": {"ok": true}}'])
+    write_lines(
+        tmp_path / side_path(path).rsplit("/", 1)[1], ['{"id": 2, "response": {"ok": true}}']
+    )
     assert merge_retried(path) == 1
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert sorted(r["id"] for r in records) == [1, 2, 3]
@@ -101,7 +115,9 @@ def test_merge_retried_replaces_each_retried_line_atomically(tmp_path):
 
 def test_sort_output_puts_lines_in_input_order(tmp_path):
     """Completion order in, input order (by "line") out."""
-    path = write_lines(tmp_path / "out.jsonl", [json.dumps({"id": f"r{n}", "line": n}) for n in (3, 1, 2)])
+    path = write_lines(
+        tmp_path / "out.jsonl", [json.dumps({"id": f"r{n}", "line": n}) for n in (3, 1, 2)]
+    )
     sort_output(path)
     assert [json.loads(line)["line"] for line in path.read_text().splitlines()] == [1, 2, 3]
 

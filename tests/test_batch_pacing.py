@@ -37,7 +37,9 @@ def admissions_per_window(times_s: list[float], window_s: float) -> int:
     return most
 
 
-async def admit_all(pacer: Pacer, clock: FakeClock, bodies: list[dict], workers: int) -> list[float]:
+async def admit_all(
+    pacer: Pacer, clock: FakeClock, bodies: list[dict], workers: int
+) -> list[float]:
     times_s: list[float] = []
     queue = list(bodies)
 

@@ -20,7 +20,11 @@ KEY = "test-key-not-a-secret"
 
 def make_requests(n: int, prefix: str = "r") -> list[dict]:
     return [
-        {"id": f"{prefix}{i}", "max_tokens": 20, "messages": [{"role": "user", "content": f"Say hello to user {i}"}]}
+        {
+            "id": f"{prefix}{i}",
+            "max_tokens": 20,
+            "messages": [{"role": "user", "content": f"Say hello to user {i}"}],
+        }
         for i in range(n)
     ]
 
@@ -32,7 +36,11 @@ def read_output(path) -> list[dict]:
 
 def run(requests, output, base_url, **options):
     options.setdefault("progress", False)
-    return asyncio.run(run_batch(requests, output, base_url=base_url, api_key=options.pop("api_key", KEY), **options))
+    return asyncio.run(
+        run_batch(
+            requests, output, base_url=base_url, api_key=options.pop("api_key", KEY), **options
+        )
+    )
 
 
 def key_of(request: dict) -> str:
@@ -89,7 +97,9 @@ def test_run_batch_never_retries_a_final_status(tmp_path, status):
 
     async def chat(request: web.Request) -> web.Response:
         seen.append(request.headers["Idempotency-Key"])
-        return web.json_response({"error": {"message": "no", "type": "invalid_request_error"}}, status=status)
+        return web.json_response(
+            {"error": {"message": "no", "type": "invalid_request_error"}}, status=status
+        )
 
     async def scenario() -> None:
         app = web.Application()
@@ -100,8 +110,14 @@ def test_run_batch_never_retries_a_final_status(tmp_path, status):
         await site.start()
         port = runner.addresses[0][1]
         try:
-            await run_batch(make_requests(3), tmp_path / "out.jsonl", base_url=f"http://127.0.0.1:{port}/v1",
-                            api_key=KEY, check_first=False, progress=False)
+            await run_batch(
+                make_requests(3),
+                tmp_path / "out.jsonl",
+                base_url=f"http://127.0.0.1:{port}/v1",
+                api_key=KEY,
+                check_first=False,
+                progress=False,
+            )
         finally:
             await runner.cleanup()
 
@@ -113,7 +129,9 @@ def test_run_batch_never_retries_a_final_status(tmp_path, status):
 def test_run_batch_honours_retry_after(start_mock_server, tmp_path):
     """Injected 429/503 with Retry-After: the mock's report card finds no early retry."""
     base_url = start_mock_server(error_rate=0.3, error_statuses="429,503", retry_after=0.3, seed=3)
-    summary = run(make_requests(40), tmp_path / "out.jsonl", base_url, concurrency=10, max_retries=9)
+    summary = run(
+        make_requests(40), tmp_path / "out.jsonl", base_url, concurrency=10, max_retries=9
+    )
     assert summary.succeeded == 40
     assert summary.retried > 0  # faults did happen, so the report card judged real retries
     problems = mock_report(base_url)["problems"]
@@ -134,8 +152,13 @@ def test_run_batch_fails_a_request_whose_retry_after_is_over_the_cap(start_mock_
 def test_run_batch_told_the_limit_gets_no_429(start_mock_server, tmp_path):
     """Told the server's requests-per-minute, the runner is never throttled."""
     base_url = start_mock_server(rpm=1200)
-    summary = run(make_requests(60), tmp_path / "out.jsonl", base_url, concurrency=20,
-                  max_requests_per_minute=1200)
+    summary = run(
+        make_requests(60),
+        tmp_path / "out.jsonl",
+        base_url,
+        concurrency=20,
+        max_requests_per_minute=1200,
+    )
     assert summary.succeeded == 60
     assert mock_stats(base_url)["requests_by_status"].get("429", 0) == 0
 
@@ -206,8 +229,14 @@ def test_run_batch_records_a_timeline_of_every_attempt(start_mock_server, tmp_pa
     """One record per attempt, times ordered, outcomes matching the output."""
     base_url = start_mock_server(latency=0.02, error_rate=0.3, error_statuses="500", seed=5)
     recorder = TimelineRecorder()
-    summary = run(make_requests(20), tmp_path / "out.jsonl", base_url, concurrency=5,
-                  timeline=recorder, retry_policy=RetryPolicy(base_delay_s=0.01))
+    summary = run(
+        make_requests(20),
+        tmp_path / "out.jsonl",
+        base_url,
+        concurrency=5,
+        timeline=recorder,
+        retry_policy=RetryPolicy(base_delay_s=0.01),
+    )
     records = recorder.records
     assert len(records) == summary.requests + summary.retried
     for record in records:
@@ -224,7 +253,9 @@ def test_run_batch_records_a_timeline_of_every_attempt(start_mock_server, tmp_pa
         pytest.param(None, "no-such-model", "not served", id="unknown-model"),
     ],
 )
-def test_run_batch_preflight_stops_before_sending_or_writing(fresh_mock_url, tmp_path, base_url, model, message):
+def test_run_batch_preflight_stops_before_sending_or_writing(
+    fresh_mock_url, tmp_path, base_url, model, message
+):
     """A configuration that cannot work raises BatchConfigError; nothing sent, nothing written."""
     output = tmp_path / "out.jsonl"
     with pytest.raises(BatchConfigError, match=message):

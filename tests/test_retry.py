@@ -67,14 +67,24 @@ def test_parse_retry_after_reads_an_http_date():
     """Retry-After as an HTTP date is the time left until that date."""
     now_s = 1_700_000_000.0
     date = email.utils.formatdate(now_s + 30, usegmt=True)
-    assert parse_retry_after_s(CIMultiDict({"Retry-After": date}), now_s=now_s) == pytest.approx(30.0)
+    assert parse_retry_after_s(CIMultiDict({"Retry-After": date}), now_s=now_s) == pytest.approx(
+        30.0
+    )
     past = email.utils.formatdate(now_s - 30, usegmt=True)
     assert parse_retry_after_s(CIMultiDict({"Retry-After": past}), now_s=now_s) == 0.0
 
 
 @pytest.mark.parametrize(
     ("text", "expected_s"),
-    [("0.1s", 0.1), ("2", 2.0), ("20ms", 0.02), ("1m30s", 90.0), ("6m0s", 360.0), ("", None), ("x1", None)],
+    [
+        ("0.1s", 0.1),
+        ("2", 2.0),
+        ("20ms", 0.02),
+        ("1m30s", 90.0),
+        ("6m0s", 360.0),
+        ("", None),
+        ("x1", None),
+    ],
 )
 def test_parse_duration_reads_ratelimit_reset_formats(text, expected_s):
     """x-ratelimit-reset-* durations: bare seconds, '0.1s', '20ms', '1m30s'."""

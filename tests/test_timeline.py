@@ -9,7 +9,13 @@ import sys
 import matplotlib
 import pytest
 
-from paradigm_kit.timeline import STATE_COLOURS, RequestRecord, TimelineRecorder, load_timeline, plot_timeline
+from paradigm_kit.timeline import (
+    STATE_COLOURS,
+    RequestRecord,
+    TimelineRecorder,
+    load_timeline,
+    plot_timeline,
+)
 
 matplotlib.use("Agg")
 
@@ -27,7 +33,13 @@ def test_timeline_recorder_keeps_records_relative_to_its_start():
     recorder = TimelineRecorder(t0=100.0)
     record_a_retry(recorder)
     first = recorder.records[0]
-    assert (first.id, first.attempt, first.t_started, first.t_end, first.status) == ("a", 1, 0.1, 0.3, 503)
+    assert (first.id, first.attempt, first.t_started, first.t_end, first.status) == (
+        "a",
+        1,
+        0.1,
+        0.3,
+        503,
+    )
     assert [r.outcome for r in recorder.records] == ["retry", "ok", "failed"]
 
 
@@ -47,7 +59,9 @@ def test_timeline_recorder_streams_well_formed_jsonl(tmp_path):
     for streamed, kept in zip(loaded, in_memory.records, strict=True):
         assert streamed.id == kept.id and streamed.outcome == kept.outcome
         assert streamed.t_end == pytest.approx(kept.t_end)
-        assert streamed.t_first_byte == (None if kept.t_first_byte is None else pytest.approx(kept.t_first_byte))
+        assert streamed.t_first_byte == (
+            None if kept.t_first_byte is None else pytest.approx(kept.t_first_byte)
+        )
 
 
 def test_plot_timeline_draws_one_row_per_request_with_a_legend():
@@ -64,6 +78,10 @@ def test_plot_timeline_draws_one_row_per_request_with_a_legend():
 def test_timeline_module_does_not_import_matplotlib():
     """The runner's path stays light: importing the timeline (and the batch runner) loads no
     matplotlib until a chart is drawn."""
-    code = "import sys, paradigm_kit.timeline, paradigm_kit.batch; print('matplotlib' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    code = (
+        "import sys, paradigm_kit.timeline, paradigm_kit.batch; print('matplotlib' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.stdout.strip() == "False", result.stderr

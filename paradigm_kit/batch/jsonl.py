@@ -74,7 +74,9 @@ def read_requests(
     if isinstance(source, (str, os.PathLike)):
         records = _parse_lines(source)
     else:
-        records = ((n, dict(r) if isinstance(r, Mapping) else r, None) for n, r in enumerate(source, 1))
+        records = (
+            (n, dict(r) if isinstance(r, Mapping) else r, None) for n, r in enumerate(source, 1)
+        )
     for line_number, record, problem in records:
         if problem is not None:
             item: RequestTuple = (line_number, line_number, None, problem)

@@ -59,7 +59,9 @@ DEFAULT_COMPLETION_TOKENS = 256
 RATE_HEADROOM = 0.99
 
 
-def client_bucket(server_per_minute: float, *, clock: Callable[[], float] = time.monotonic) -> TokenBucket:
+def client_bucket(
+    server_per_minute: float, *, clock: Callable[[], float] = time.monotonic
+) -> TokenBucket:
     """A client bucket with headroom under a server limit of ``server_per_minute``."""
     server_capacity = max(1.0, server_per_minute / 60.0)
     capacity = server_capacity - 1.0 if server_capacity >= 3.0 else server_capacity
@@ -116,8 +118,12 @@ class Pacer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
-        self.requests_bucket = client_bucket(max_requests_per_minute, clock=clock) if max_requests_per_minute else None
-        self.tokens_bucket = client_bucket(max_tokens_per_minute, clock=clock) if max_tokens_per_minute else None
+        self.requests_bucket = (
+            client_bucket(max_requests_per_minute, clock=clock) if max_requests_per_minute else None
+        )
+        self.tokens_bucket = (
+            client_bucket(max_tokens_per_minute, clock=clock) if max_tokens_per_minute else None
+        )
         self.learned_requests_per_minute: float | None = None
         self.learned_tokens_per_minute: float | None = None
         self._learn_requests = learn_from_headers and self.requests_bucket is None
@@ -169,7 +175,11 @@ class Pacer:
         """Wait until an attempt of ``body`` may go; return the tokens taken from the tokens
         bucket (0 if none), or ``None`` if the run stopped while waiting."""
         requests_bucket, tokens_bucket = self.requests_bucket, self.tokens_bucket
-        if requests_bucket is None and tokens_bucket is None and self.cooldown_until <= self._clock():
+        if (
+            requests_bucket is None
+            and tokens_bucket is None
+            and self.cooldown_until <= self._clock()
+        ):
             return 0
         tokens = estimate_tokens(body) if tokens_bucket is not None else 0
         async with self._lock:

@@ -132,7 +132,11 @@ class BatchSummary:
             f"requests     {self.requests} in this run ({self.skipped} already done)",
             f"succeeded    {self.succeeded}",
             f"failed       {self.failed}"
-            + (f" (+{self.earlier_failures} error lines from earlier runs)" if self.earlier_failures else ""),
+            + (
+                f" (+{self.earlier_failures} error lines from earlier runs)"
+                if self.earlier_failures
+                else ""
+            ),
             f"retried      {self.retried} retries over {self.requests_retried} requests, "
             f"{self.rate_limited} answers were 429",
             f"tokens       {self.tokens} ({self.prompt_tokens} prompt + {self.completion_tokens} completion)",
@@ -142,7 +146,8 @@ class BatchSummary:
         lines += [
             f"wall time    {self.wall_s:.2f} s, {self.requests_per_s:.1f} requests/s "
             f"(concurrency {self.concurrency}, {self.limits})",
-            f"output       {self.output_path}" + ("  [interrupted: run again to finish]" if self.interrupted else ""),
+            f"output       {self.output_path}"
+            + ("  [interrupted: run again to finish]" if self.interrupted else ""),
         ]
         return "\n".join(lines)
 
@@ -157,7 +162,9 @@ async def preflight(
     the key and serves every model in ``models``. Returns the models it serves."""
     url = f"{base_url}/models"
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=PREFLIGHT_TIMEOUT_S)) as response:
+        async with session.get(
+            url, timeout=aiohttp.ClientTimeout(total=PREFLIGHT_TIMEOUT_S)
+        ) as response:
             status = response.status
             body = await response.read()
             if pacer is not None:
@@ -166,9 +173,13 @@ async def preflight(
         reason = str(error) or type(error).__name__
         raise BatchConfigError(f"cannot reach {url}: {reason} (check PARADIGM_BASE_URL)") from None
     if status in (401, 403):
-        raise BatchConfigError(f"the API key was refused ({status}) by {url}: check PARADIGM_API_KEY")
+        raise BatchConfigError(
+            f"the API key was refused ({status}) by {url}: check PARADIGM_API_KEY"
+        )
     if status != 200:
-        raise BatchConfigError(f"{url} answered {status}: {_error_message(body)} (check PARADIGM_BASE_URL)")
+        raise BatchConfigError(
+            f"{url} answered {status}: {_error_message(body)} (check PARADIGM_BASE_URL)"
+        )
     try:
         served = [entry["id"] for entry in json.loads(body)["data"]]
     except (ValueError, KeyError, TypeError):
@@ -300,9 +311,20 @@ class _Run:
             except RETRYABLE_EXCEPTIONS as error:
                 failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             except aiohttp.ClientError as error:  # not worth retrying (e.g. an invalid URL)
-                self._finish_failed(request_id, line_number, attempt, t_first_sent, t_queued, t_started,
-                                    None, {"status": None, "type": "client_error",
-                                           "message": f"{type(error).__name__}: {error}"})
+                self._finish_failed(
+                    request_id,
+                    line_number,
+                    attempt,
+                    t_first_sent,
+                    t_queued,
+                    t_started,
+                    None,
+                    {
+                        "status": None,
+                        "type": "client_error",
+                        "message": f"{type(error).__name__}: {error}",
+                    },
+                )
                 return
             t_end = time.monotonic()
             if pacer.learning and response_headers is not None:
@@ -319,35 +341,84 @@ class _Run:
                     if tokens_taken:
                         pacer.settle(tokens_taken, usage, body.get("max_tokens"))
                     if recorder is not None:
-                        recorder.record(request_id, attempt, t_queued, t_started, t_first_byte,
-                                        t_end, status, "ok")
+                        recorder.record(
+                            request_id,
+                            attempt,
+                            t_queued,
+                            t_started,
+                            t_first_byte,
+                            t_end,
+                            status,
+                            "ok",
+                        )
                     return
             if status is not None:
                 summary.status_counts[status] = summary.status_counts.get(status, 0) + 1
             if status is not None and failure is None and not is_retryable_status(status):
                 error = {"status": status, **_error_fields(raw)}
-                self._finish_failed(request_id, line_number, attempt, t_first_sent, t_queued,
-                                    t_started, t_first_byte, error, t_end, status)
+                self._finish_failed(
+                    request_id,
+                    line_number,
+                    attempt,
+                    t_first_sent,
+                    t_queued,
+                    t_started,
+                    t_first_byte,
+                    error,
+                    t_end,
+                    status,
+                )
                 return
 
             # a retryable failure: a retryable status, a timeout, a dropped connection
-            retry_after_s = parse_retry_after_s(response_headers) if response_headers is not None else None
+            retry_after_s = (
+                parse_retry_after_s(response_headers) if response_headers is not None else None
+            )
             if status == 429:
                 summary.rate_limited += 1
             if policy.retry_after_too_long(retry_after_s):
-                error = {"status": status, "type": "retry_after_too_long",
-                         "message": f"the server asked to retry after {retry_after_s:.0f} s, "
-                                    f"over the {policy.max_retry_after_s:.0f} s cap "
-                                    f"(--max-retry-after)"}
-                self._finish_failed(request_id, line_number, attempt, t_first_sent, t_queued,
-                                    t_started, t_first_byte, error, t_end, status)
+                error = {
+                    "status": status,
+                    "type": "retry_after_too_long",
+                    "message": f"the server asked to retry after {retry_after_s:.0f} s, "
+                    f"over the {policy.max_retry_after_s:.0f} s cap "
+                    f"(--max-retry-after)",
+                }
+                self._finish_failed(
+                    request_id,
+                    line_number,
+                    attempt,
+                    t_first_sent,
+                    t_queued,
+                    t_started,
+                    t_first_byte,
+                    error,
+                    t_end,
+                    status,
+                )
                 return
             if attempt > policy.max_retries:
-                error = {"status": status, **(_error_fields(raw) if status is not None else
-                                              {"type": "connection_error", "message": failure})}
+                error = {
+                    "status": status,
+                    **(
+                        _error_fields(raw)
+                        if status is not None
+                        else {"type": "connection_error", "message": failure}
+                    ),
+                }
                 error["message"] = f"gave up after {attempt} attempts: {error.get('message')}"
-                self._finish_failed(request_id, line_number, attempt, t_first_sent, t_queued,
-                                    t_started, t_first_byte, error, t_end, status)
+                self._finish_failed(
+                    request_id,
+                    line_number,
+                    attempt,
+                    t_first_sent,
+                    t_queued,
+                    t_started,
+                    t_first_byte,
+                    error,
+                    t_end,
+                    status,
+                )
                 return
             wait_s = policy.delay_s(attempt, retry_after_s)
             if status == 429:
@@ -356,16 +427,32 @@ class _Run:
             if attempt == 1:
                 summary.requests_retried += 1
             if recorder is not None:
-                recorder.record(request_id, attempt, t_queued, t_started, t_first_byte, t_end,
-                                status, "retry", wait_s)
+                recorder.record(
+                    request_id,
+                    attempt,
+                    t_queued,
+                    t_started,
+                    t_first_byte,
+                    t_end,
+                    status,
+                    "retry",
+                    wait_s,
+                )
             if self.progress is not None:
                 self._show_counts()
             if not await self.sleep(wait_s):
                 raise _Stopping
             t_queued = time.monotonic()
 
-    def _finish_ok(self, request_id: Any, line_number: int, attempts: int, t_first_sent: float,
-                   raw: bytes, usage: Any) -> None:
+    def _finish_ok(
+        self,
+        request_id: Any,
+        line_number: int,
+        attempts: int,
+        t_first_sent: float,
+        raw: bytes,
+        usage: Any,
+    ) -> None:
         summary = self.summary
         summary.requests += 1
         summary.succeeded += 1
@@ -384,23 +471,40 @@ class _Run:
             % (json.dumps(request_id).encode(), line_number, attempts, latency_s, raw)
         )
 
-    def _finish_failed(self, request_id: Any, line_number: int, attempts: int, t_first_sent: float,
-                       t_queued: float, t_started: float, t_first_byte: float | None,
-                       error: dict, t_end: float | None = None, status: int | None = None) -> None:
+    def _finish_failed(
+        self,
+        request_id: Any,
+        line_number: int,
+        attempts: int,
+        t_first_sent: float,
+        t_queued: float,
+        t_started: float,
+        t_first_byte: float | None,
+        error: dict,
+        t_end: float | None = None,
+        status: int | None = None,
+    ) -> None:
         t_end = time.monotonic() if t_end is None else t_end
         self.summary.requests += 1
         self.summary.failed += 1
         self._write_error(request_id, line_number, error, attempts, t_end - t_first_sent)
         if self.recorder is not None:
-            self.recorder.record(request_id, attempts, t_queued, t_started, t_first_byte, t_end,
-                                 status, "failed")
+            self.recorder.record(
+                request_id, attempts, t_queued, t_started, t_first_byte, t_end, status, "failed"
+            )
         if self.progress is not None:
             self._show_counts()
 
-    def _write_error(self, request_id: Any, line_number: int, error: dict, attempts: int,
-                     latency_s: float) -> None:
-        record = {"id": request_id, "line": line_number, "attempts": attempts,
-                  "latency_s": round(latency_s, 3), "error": error}
+    def _write_error(
+        self, request_id: Any, line_number: int, error: dict, attempts: int, latency_s: float
+    ) -> None:
+        record = {
+            "id": request_id,
+            "line": line_number,
+            "attempts": attempts,
+            "latency_s": round(latency_s, 3),
+            "error": error,
+        }
         self.writer.write(json.dumps(record).encode() + b"\n")
 
     def _show_counts(self) -> None:
@@ -413,7 +517,9 @@ class _Run:
 
 def idempotency_key(request_id: Any, payload: bytes) -> str:
     """The ``Idempotency-Key`` of every attempt of a request: a hash of its id and its body."""
-    return hashlib.blake2b(json.dumps(request_id).encode() + b"\n" + payload, digest_size=16).hexdigest()
+    return hashlib.blake2b(
+        json.dumps(request_id).encode() + b"\n" + payload, digest_size=16
+    ).hexdigest()
 
 
 def _error_fields(raw: bytes) -> dict:
@@ -518,7 +624,9 @@ async def run_batch(
         if check_first:
             if pacer.requests_bucket is not None:
                 pacer.requests_bucket.charge(1)  # servers may count GET /models too
-            first_model = [first[2]["model"]] if first is not None and first[2] is not None else [model]
+            first_model = (
+                [first[2]["model"]] if first is not None and first[2] is not None else [model]
+            )
             await preflight(session, base_url, first_model, pacer)
 
         # the configuration works: from here on, the output may be written
@@ -526,7 +634,11 @@ async def run_batch(
         summary.skipped = len(skip_ids)
         summary.earlier_failures = 0 if retry_failed else len(state.failed_ids)
         write_to = side_path(output_path) if retry_failed else output_path
-        recorder = timeline if isinstance(timeline, TimelineRecorder) or timeline is None else TimelineRecorder(timeline)
+        recorder = (
+            timeline
+            if isinstance(timeline, TimelineRecorder) or timeline is None
+            else TimelineRecorder(timeline)
+        )
         bar = None
         if progress:
             from tqdm.auto import tqdm  # lazily: a notebook widget or a terminal bar
@@ -540,10 +652,18 @@ async def run_batch(
                 total = max(0, len(requests) - len(skip_ids))
             bar = tqdm(total=total, unit="req", mininterval=0.5, smoothing=0.05, file=sys.stderr)
         writer = OutputWriter(write_to)
-        run = _Run(session=session, url=f"{base_url}/chat/completions", source=source,
-                   writer=writer, pacer=pacer, policy=policy,
-                   timeout=aiohttp.ClientTimeout(total=timeout_s), recorder=recorder,
-                   summary=summary, progress=bar)
+        run = _Run(
+            session=session,
+            url=f"{base_url}/chat/completions",
+            source=source,
+            writer=writer,
+            pacer=pacer,
+            policy=policy,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            recorder=recorder,
+            summary=summary,
+            progress=bar,
+        )
         t_start = time.monotonic()
         try:
             await _run_workers(run, concurrency, handle_signals)
@@ -614,7 +734,11 @@ class BatchEstimate:
     estimated_cost: float | None
 
     def __str__(self) -> str:
-        cost = f", about {self.estimated_cost:.4f} at the given price" if self.estimated_cost is not None else ""
+        cost = (
+            f", about {self.estimated_cost:.4f} at the given price"
+            if self.estimated_cost is not None
+            else ""
+        )
         return (
             f"dry run: {self.requests} requests to send ({self.skipped} already done, "
             f"{self.invalid_lines} invalid lines), about {self.estimated_tokens} tokens "

@@ -62,6 +62,7 @@ ENGLISH_TEMPLATES = (
     "Hi {name}! Paradigm opens its doors to you, and we cannot wait to see what you build.",
     "{name}, welcome to Paradigm: the whole team wishes you a wonderful start!",
 )
+GREETINGS = ((FRENCH_GREETING, FRENCH_TEMPLATES), (ENGLISH_GREETING, ENGLISH_TEMPLATES))
 WORD_PIECE = re.compile(r"\S+\s*")
 CHAT_FRAMING_TOKENS = 4
 QUOTE_CHARS = 60
@@ -90,13 +91,11 @@ def _pick(templates: tuple[str, ...], name: str) -> str:
 
 def reply_text(prompt: str) -> str:
     """The full reply to the last user message ``prompt`` (before any ``max_tokens`` cut)."""
-    for pattern, templates in (
-        (FRENCH_GREETING, FRENCH_TEMPLATES),
-        (ENGLISH_GREETING, ENGLISH_TEMPLATES),
-    ):
-        match = pattern.search(prompt)
-        if match:
-            return _pick(templates, match.group("name").strip().rstrip(".!"))
+    if ":" in prompt:  # both greeting prompts end with ": {name}"; skip the regexes otherwise
+        for pattern, templates in GREETINGS:
+            match = pattern.search(prompt)
+            if match:
+                return _pick(templates, match.group("name").strip().rstrip(".!"))
     quoted = " ".join(prompt.split())
     if len(quoted) > QUOTE_CHARS:
         quoted = quoted[:QUOTE_CHARS].rstrip() + "..."
