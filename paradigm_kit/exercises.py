@@ -321,8 +321,8 @@ def _judge(ex: Exercise, verdict: Callable[[list[Attempt]], tuple[bool, str]]) -
         return _report(
             ex.name,
             False,
-            "the mock saw no request from this attempt: send to ex.chat_url with "
-            "headers=ex.headers() (after `ex = exercise(...)` in the same cell run)",
+            "no request of this attempt reached the mock: write your attempt in the cell, "
+            "sending to ex.chat_url with headers=ex.headers()",
         )
     try:
         solved, message = verdict(attempts)

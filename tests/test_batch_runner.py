@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiohttp
 import pytest
 from aiohttp import web
 
-from paradigm_kit.batch import BatchConfigError, estimate_batch, run_batch
+from paradigm_kit.batch import BatchConfigError, Pacer, estimate_batch, preflight, run_batch
 from paradigm_kit.batch.runner import idempotency_key
 from paradigm_kit.mock import mock_report, mock_stats
 from paradigm_kit.retry import RetryPolicy
@@ -126,6 +127,34 @@ def test_run_batch_never_retries_a_final_status(tmp_path, status):
     assert [r["error"]["status"] for r in read_output(tmp_path / "out.jsonl")] == [status] * 3
 
 
+def test_preflight_learns_limits_from_the_models_answer():
+    """x-ratelimit-* headers on GET /models set the pace before the first request is sent."""
+
+    async def models(request: web.Request) -> web.Response:
+        assert request.headers["Authorization"] == f"Bearer {KEY}"
+        body = {"object": "list", "data": [{"id": "alfred-4.2", "object": "model"}]}
+        return web.json_response(body, headers={"x-ratelimit-limit-requests": "600"})
+
+    async def scenario() -> Pacer:
+        app = web.Application()
+        app.router.add_get("/v1/models", models)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        pacer = Pacer()
+        try:
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as session:
+                base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+                assert await preflight(session, base_url, ["alfred-4.2"], pacer) == ["alfred-4.2"]
+        finally:
+            await runner.cleanup()
+        return pacer
+
+    pacer = asyncio.run(scenario())
+    assert pacer.learned_requests_per_minute == 600
+    assert pacer.requests_bucket is not None
+
+
 def test_run_batch_honours_retry_after(start_mock_server, tmp_path):
     """Injected 429/503 with Retry-After: the mock's report card finds no early retry."""
     base_url = start_mock_server(error_rate=0.3, error_statuses="429,503", retry_after=0.3, seed=3)
@@ -137,6 +166,35 @@ def test_run_batch_honours_retry_after(start_mock_server, tmp_path):
     problems = mock_report(base_url)["problems"]
     assert problems["retried_before_retry_after"]["count"] == 0
     assert problems["retried_non_retryable_4xx"]["count"] == 0
+
+
+def test_run_batch_retries_timeouts(start_mock_server, tmp_path):
+    """An attempt with no answer within timeout_s is abandoned and retried, not lost."""
+    base_url = start_mock_server(slow_rate=0.3, slow_seconds=5, seed=11)
+    summary = run(
+        make_requests(20),
+        tmp_path / "out.jsonl",
+        base_url,
+        concurrency=20,
+        timeout_s=0.5,
+        retry_policy=RetryPolicy(max_retries=9, base_delay_s=0.01),
+    )
+    assert summary.succeeded == 20
+    assert summary.retried > 0  # some attempts were slow, timed out and were sent again
+
+
+def test_run_batch_timeout_starts_when_the_request_has_its_slot(start_mock_server, tmp_path):
+    """With one slot, ten 0.2 s requests each get their own 0.5 s: none times out waiting."""
+    base_url = start_mock_server(latency=0.2)
+    summary = run(
+        make_requests(10),
+        tmp_path / "out.jsonl",
+        base_url,
+        concurrency=1,
+        timeout_s=0.5,
+        max_retries=0,
+    )
+    assert summary.succeeded == 10 and summary.retried == 0
 
 
 def test_run_batch_fails_a_request_whose_retry_after_is_over_the_cap(start_mock_server, tmp_path):

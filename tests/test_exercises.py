@@ -104,7 +104,7 @@ def test_exercises_first_call_without_requests_is_not_solved(capsys):
     """An empty attempt prints "not solved yet" and does not raise."""
     verdict = check_first_call(exercise("01-first-call"), None)
     assert not verdict.solved
-    assert "not solved yet: the mock saw no request" in capsys.readouterr().out
+    assert "not solved yet: no request of this attempt reached the mock" in capsys.readouterr().out
 
 
 def test_exercises_401_reported_with_status_and_server_message():

@@ -311,3 +311,30 @@ def test_network_warning_only_when_listening_on_all_interfaces(host, warns):
     assert (warning is not None) == warns
     if warns:
         assert "reach" in warning and ":8123/api/v2" in warning
+
+
+def test_client_leaving_mid_stream_counts_499_and_mock_keeps_serving():
+    """A client that hangs up during a stream is counted as 499; the next request is served."""
+    with running_mock(latency=0, per_token_latency=0.2) as base_url:
+
+        async def scenario():
+            async with aiohttp.ClientSession() as session:
+                payload = {
+                    "model": "alfred-4.2",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "long"}],
+                }
+                response = await session.post(
+                    base_url + "/chat/completions", json=payload, headers=AUTH
+                )
+                await response.content.readany()  # the first chunk, then leave
+                response.close()
+            for _ in range(100):  # the hang-up reaches the server asynchronously: wait up to 5 s
+                if mock_stats(base_url)["in_flight"] == 0:
+                    break
+                await asyncio.sleep(0.05)
+            return mock_stats(base_url)
+
+        stats = asyncio.run(scenario())
+        assert stats["requests_by_status"] == {"499": 1}
+        assert chat_request(base_url)["object"] == "chat.completion"

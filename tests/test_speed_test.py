@@ -58,21 +58,23 @@ def run_script(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def mock_url():
+def speed_mock_url():
+    """A mock of this module's own, 0.2 s per answer, so that the two runs differ in time."""
     with running_mock(latency=0.2) as base_url:
         yield base_url
 
 
 @pytest.fixture
-def fresh_mock(mock_url):
-    reset_mock(mock_url)
-    return mock_url
+def fresh_speed_mock(speed_mock_url):
+    """That mock with its counters reset, for tests that read mock_stats()."""
+    reset_mock(speed_mock_url)
+    return speed_mock_url
 
 
-def test_speed_test_prints_three_lines_ending_with_the_factor(fresh_mock):
+def test_speed_test_prints_three_lines_ending_with_the_factor(fresh_speed_mock):
     """A run prints exactly three lines, the last `Improvement factor: X.XX` = sync / async."""
     result = run_script(
-        "--requests", "8", env=clean_env(PARADIGM_BASE_URL=fresh_mock, PARADIGM_API_KEY="k")
+        "--requests", "8", env=clean_env(PARADIGM_BASE_URL=fresh_speed_mock, PARADIGM_API_KEY="k")
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -88,19 +90,19 @@ def test_speed_test_prints_three_lines_ending_with_the_factor(fresh_mock):
     assert result.stderr == ""
 
 
-def test_speed_test_sends_each_request_once_per_run(fresh_mock):
+def test_speed_test_sends_each_request_once_per_run(fresh_speed_mock):
     """The async run and the sync run each send the batch once: 2 x N successful requests."""
     result = run_script(
-        "--requests", "5", env=clean_env(PARADIGM_BASE_URL=fresh_mock, PARADIGM_API_KEY="k")
+        "--requests", "5", env=clean_env(PARADIGM_BASE_URL=fresh_speed_mock, PARADIGM_API_KEY="k")
     )
     assert result.returncode == 0, result.stderr
-    assert mock_stats(fresh_mock)["requests_by_status"] == {"200": 10}
+    assert mock_stats(fresh_speed_mock)["requests_by_status"] == {"200": 10}
 
 
-def test_speed_test_json_file_holds_the_printed_timings(fresh_mock, tmp_path):
+def test_speed_test_json_file_holds_the_printed_timings(fresh_speed_mock, tmp_path):
     """--json FILE writes the timings the three lines show, for a notebook to read back."""
     out = tmp_path / "timings.json"
-    env = clean_env(PARADIGM_BASE_URL=fresh_mock, PARADIGM_API_KEY="k")
+    env = clean_env(PARADIGM_BASE_URL=fresh_speed_mock, PARADIGM_API_KEY="k")
     result = run_script("--requests", "4", "--concurrency", "2", "--json", str(out), env=env)
     assert result.returncode == 0, result.stderr
     timings = json.loads(out.read_text())
@@ -153,28 +155,28 @@ def test_speed_test_reply_text_turns_a_non_json_error_into_api_error():
     assert info.value.status == 502
 
 
-def test_speed_test_run_sync_returns_replies_in_input_order(fresh_mock):
+def test_speed_test_run_sync_returns_replies_in_input_order(fresh_speed_mock):
     """run_sync() answers every name, in the order given, over one session."""
     names = speed_test.batch_names(4)
-    duration_s, replies = speed_test.run_sync(names, fresh_mock, "k")
+    duration_s, replies = speed_test.run_sync(names, fresh_speed_mock, "k")
     assert duration_s > 0
     for name, reply in zip(names, replies, strict=True):
         assert name in reply
-    assert mock_stats(fresh_mock)["requests_by_status"] == {"200": 4}
+    assert mock_stats(fresh_speed_mock)["requests_by_status"] == {"200": 4}
 
 
-def test_speed_test_run_async_returns_replies_in_input_order(fresh_mock):
+def test_speed_test_run_async_returns_replies_in_input_order(fresh_speed_mock):
     """run_async() answers every name in input order, whatever order the answers arrive in."""
     names = speed_test.batch_names(6)
-    _, replies = asyncio.run(speed_test.run_async(names, fresh_mock, "k"))
+    _, replies = asyncio.run(speed_test.run_async(names, fresh_speed_mock, "k"))
     for name, reply in zip(names, replies, strict=True):
         assert name in reply
 
 
-def test_speed_test_run_async_concurrency_bounds_requests_in_flight(fresh_mock):
+def test_speed_test_run_async_concurrency_bounds_requests_in_flight(fresh_speed_mock):
     """With concurrency=2 the server never sees more than 2 requests at once."""
     names = speed_test.batch_names(6)
-    asyncio.run(speed_test.run_async(names, fresh_mock, "k", concurrency=2))
-    stats = mock_stats(fresh_mock)
+    asyncio.run(speed_test.run_async(names, fresh_speed_mock, "k", concurrency=2))
+    stats = mock_stats(fresh_speed_mock)
     assert stats["requests_by_status"] == {"200": 6}
     assert stats["peak_concurrency"] <= 2

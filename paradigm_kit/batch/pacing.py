@@ -130,7 +130,7 @@ class Pacer:
         self._learn_tokens = learn_from_headers and self.tokens_bucket is None
         self.cooldown_until = 0.0
         self._lock = asyncio.Lock()
-        self._sleep = sleep or _plain_sleep
+        self.sleep = sleep or _plain_sleep
 
     @property
     def counts_tokens(self) -> bool:
@@ -193,7 +193,7 @@ class Pacer:
                     wait_s = max(wait_s, tokens_bucket.wait_time(tokens))
                 if wait_s <= 1e-6:  # below a microsecond: float rounding of the refill, not a wait
                     break
-                if not await self._sleep(wait_s):
+                if not await self.sleep(wait_s):
                     return None
             if requests_bucket is not None:
                 requests_bucket.charge(1)

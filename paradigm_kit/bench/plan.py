@@ -3,7 +3,7 @@
 One frozen dataclass per mode, so that what a run measured is recorded with its results
 (``results.json`` holds the plan it ran) and the three modes differ only in sizes, never in code:
 
-* ``full``: the figures the README quotes; about 12-15 minutes on a 2-core machine;
+* ``full``: the figures the README quotes; about 12 minutes on a quiet 2-core machine;
 * ``quick``: the same scenarios, smaller, one repetition each (no spread: a preview, not figures
   to quote); under 2 minutes on a quiet machine;
 * ``tiny``: a few requests each, one repetition; seconds; what the test suite runs to check that
@@ -24,15 +24,19 @@ __all__ = ["PLANS", "Plan"]
 class Plan:
     mode: str
     repetitions: int
+    # warm-up run before each timed run: at zero latency (it costs little), and where a latency
+    # makes each warm-up request cost that latency (a few requests load the code paths as well)
     warmup_requests: int
+    latency_warmup_requests: int = 3
     # seed: N requests at a fixed latency, sync vs async (the ideal factor is N)
     seed_requests: int = 20
     seed_latency_s: float = 0.5
     # scaling: async wall time against ceil(N / C) * latency; sync only for the small sizes
     scaling_latency_s: float = 0.5
-    scaling_sizes: tuple[int, ...] = (1, 10, 50, 100, 200, 500, 1000)
+    scaling_sizes: tuple[int, ...] = (1, 10, 100, 200, 500, 1000)
     scaling_sync_sizes: tuple[int, ...] = (1, 5, 10)
     scaling_concurrency: int = 100
+    scaling_repetitions: int = 3
     # variable latency: latency_s + per_token_latency_s * tokens, max_tokens varied per request
     variable_requests: int = 20
     variable_latency_s: float = 0.05
@@ -47,7 +51,7 @@ class Plan:
     memory_repetitions: int = 2
     # rate limits: the mock limited to rate_rpm per minute (per key)
     rate_rpm: int = 1800
-    rate_requests: int = 900
+    rate_requests: int = 600
     rate_repetitions: int = 2
     # threads vs asyncio: N requests at one bound and latency
     threads_requests: int = 1000
@@ -65,10 +69,12 @@ PLANS: dict[str, Plan] = {
         mode="quick",
         repetitions=1,
         warmup_requests=50,
+        latency_warmup_requests=2,
         seed_latency_s=0.25,
         scaling_latency_s=0.2,
         scaling_sizes=(1, 100, 1000),
         scaling_sync_sizes=(1, 5),
+        scaling_repetitions=1,
         variable_latency_s=0.02,
         variable_per_token_latency_s=0.01,
         cost_requests=1000,
@@ -86,12 +92,14 @@ PLANS: dict[str, Plan] = {
         mode="tiny",
         repetitions=1,
         warmup_requests=2,
+        latency_warmup_requests=1,
         seed_requests=4,
         seed_latency_s=0.05,
         scaling_latency_s=0.05,
         scaling_sizes=(1, 8),
         scaling_sync_sizes=(1, 2),
         scaling_concurrency=4,
+        scaling_repetitions=1,
         variable_requests=4,
         variable_latency_s=0.01,
         variable_per_token_latency_s=0.005,

@@ -53,10 +53,16 @@ def _measure_rounds(
     log: Log,
     *,
     repetitions: int | None = None,
+    warmup_requests: int | None = None,
     server_latencies: bool = False,
 ) -> dict[str, list[dict]]:
-    """Run every ``(label, spec)`` once per round, rotating the order; return runs by label."""
+    """Run every ``(label, spec)`` once per round, rotating the order; return runs by label.
+
+    ``warmup_requests`` defaults to the plan's zero-latency warm-up; scenarios with a latency
+    pass ``plan.latency_warmup_requests``."""
     repetitions = repetitions or plan.repetitions
+    if warmup_requests is None:
+        warmup_requests = plan.warmup_requests
     runs: dict[str, list[dict]] = {label: [] for label, _ in entries}
     for round_index in range(repetitions):
         shift = round_index % len(entries)
@@ -64,7 +70,7 @@ def _measure_rounds(
             keys = new_run_keys()
             full_spec = {
                 "base_url": base_url,
-                "warmup_requests": min(plan.warmup_requests, spec["n_requests"]),
+                "warmup_requests": min(warmup_requests, spec["n_requests"]),
                 "max_tokens": 20,
                 **spec,
             }
@@ -157,7 +163,9 @@ def seed_scenario(plan: Plan, log: Log) -> dict:
         ),
     ]
     with running_mock(latency=latency_s) as base_url:
-        runs = _measure_rounds(base_url, entries, plan, log)
+        runs = _measure_rounds(
+            base_url, entries, plan, log, warmup_requests=plan.latency_warmup_requests
+        )
     sync_runs = runs["sync (requests.Session)"]
     rows = []
     for label, _ in entries:
@@ -191,7 +199,14 @@ def scaling_scenario(plan: Plan, log: Log) -> dict:
                 )
             log(f" N={n}")
             entries = [(label, {**spec, "n_requests": n}) for label, spec in entries]
-            runs = _measure_rounds(base_url, entries, plan, log)
+            runs = _measure_rounds(
+                base_url,
+                entries,
+                plan,
+                log,
+                repetitions=plan.scaling_repetitions,
+                warmup_requests=plan.latency_warmup_requests,
+            )
             for label, spec in entries:
                 concurrency = spec["concurrency"] or n
                 ideal_wall_s = math.ceil(n / concurrency) * latency_s
@@ -230,7 +245,14 @@ def variable_latency_scenario(plan: Plan, log: Log) -> dict:
         "per_token_latency": plan.variable_per_token_latency_s,
     }
     with running_mock(**flags) as base_url:
-        runs = _measure_rounds(base_url, entries, plan, log, server_latencies=True)
+        runs = _measure_rounds(
+            base_url,
+            entries,
+            plan,
+            log,
+            server_latencies=True,
+            warmup_requests=plan.latency_warmup_requests,
+        )
     sync_runs = runs["sync (requests.Session)"]
     ideal_factors = []
     for run in sync_runs:
@@ -350,7 +372,14 @@ def rate_limit_scenario(plan: Plan, log: Log) -> dict:
         ),
     ]
     with running_mock(latency=0, rpm=rpm) as base_url:
-        runs = _measure_rounds(base_url, entries, plan, log, repetitions=plan.rate_repetitions)
+        runs = _measure_rounds(
+            base_url,
+            entries,
+            plan,
+            log,
+            repetitions=plan.rate_repetitions,
+            warmup_requests=plan.latency_warmup_requests,
+        )
     rows = []
     for label, _ in entries:
         row = _row(label, runs[label], n)
@@ -387,7 +416,14 @@ def threads_scenario(plan: Plan, log: Log) -> dict:
     ]
     entries = [(label, {**spec, "n_requests": n, "concurrency": bound}) for label, spec in entries]
     with running_mock(latency=latency_s) as base_url:
-        runs = _measure_rounds(base_url, entries, plan, log, repetitions=plan.threads_repetitions)
+        runs = _measure_rounds(
+            base_url,
+            entries,
+            plan,
+            log,
+            repetitions=plan.threads_repetitions,
+            warmup_requests=plan.latency_warmup_requests,
+        )
     ideal_wall_s = math.ceil(n / bound) * latency_s
     return {
         "title": f"Threads vs asyncio: {n} requests, {bound} in flight, {latency_s} s latency",

@@ -525,10 +525,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     stats, attempt = recorder.begin(run, key, identity, t_start)
     status, retry_after_s = STATUS_CLIENT_CLOSED, None  # if cancelled: the client hung up
     try:
-        response, retry_after_s = await _answer_chat(
+        response, status, retry_after_s = await _answer_chat(
             request, mock, api_key, key, body, identity, attempt
         )
-        status = response.status
         return response
     finally:
         recorder.end(stats, key, identity, attempt, t_start, status, retry_after_s)
@@ -542,8 +541,8 @@ async def _answer_chat(
     body: bytes,
     identity: str,
     attempt: int,
-) -> tuple[web.StreamResponse, float | None]:
-    """The answer to one attempt and the ``Retry-After`` it carries (None if it carries none)."""
+) -> tuple[web.StreamResponse, int, float | None]:
+    """The answer to one attempt, the status to record, and the ``Retry-After`` it carries."""
     config = mock.config
     headers = {"x-mock-attempt": str(attempt)}
     try:
@@ -552,40 +551,45 @@ async def _answer_chat(
             headers.update(mock.limits.headers(key))
         chat = parse_chat_request(body, config.models)
     except ClientError as error:
-        return error_response(error, headers), None
+        return error_response(error, headers), error.status, None
     prompt_tokens = estimate_prompt_tokens(chat.messages)
     if mock.limits.enabled:
         token_cost = prompt_tokens + (chat.max_tokens or DEFAULT_COMPLETION_TOKENS)
         wait_s, which, limit_headers = mock.limits.admit(key, token_cost)
         headers.update(limit_headers)
         if wait_s > 0:
-            return _rate_limited(wait_s, which, headers), wait_s
+            return _rate_limited(wait_s, which, headers), 429, wait_s
     fate = draw(config, identity, attempt)
     jitter_s = config.jitter_s * fate.jitter_fraction
     if fate.fault == ERROR:
         await _sleep(config.latency_s + jitter_s)
-        return _injected_error(fate.error_status, config.retry_after_s, headers)
+        response, retry_after_s = _injected_error(fate.error_status, config.retry_after_s, headers)
+        return response, fate.error_status, retry_after_s
     if fate.fault == DROP:
         await _sleep(config.latency_s + jitter_s)
-        return _drop_connection(request), None
+        return _drop_connection(request), STATUS_DROPPED, None
     reply = make_reply(last_user_text(chat.messages), chat.max_tokens)
     first_byte_delay_s = config.slow_seconds if fate.fault == SLOW else config.latency_s + jitter_s
     completion_id = f"chatcmpl-mock{next(mock.completion_ids)}"
     if chat.stream:
-        response = await _stream(
-            request,
-            chat,
-            reply,
-            prompt_tokens,
-            completion_id,
-            first_byte_delay_s,
-            config.per_token_latency_s,
-            headers,
-        )
-        return response, None
+        response = web.StreamResponse(status=200, headers=headers)
+        try:
+            await _stream(
+                request,
+                response,
+                chat,
+                reply,
+                prompt_tokens,
+                completion_id,
+                first_byte_delay_s,
+                config.per_token_latency_s,
+            )
+        except ConnectionResetError:  # the client left mid-stream: nothing more to send
+            return response, STATUS_CLIENT_CLOSED, None
+        return response, 200, None
     await _sleep(first_byte_delay_s + config.per_token_latency_s * reply.completion_tokens)
     body = completion_body(completion_id, int(time.time()), chat.model, reply, prompt_tokens)
-    return web.Response(body=body, headers=headers, content_type="application/json"), None
+    return web.Response(body=body, headers=headers, content_type="application/json"), 200, None
 
 
 async def _sleep(delay_s: float) -> None:
@@ -596,8 +600,8 @@ async def _sleep(delay_s: float) -> None:
 def _drop_connection(request: web.Request) -> web.Response:
     """Close the connection with no status line and no body: the client sees a disconnection.
 
-    The returned 444 (nginx's "no response") is never sent, since writing to the closed transport
-    is a ``ConnectionError`` that aiohttp ignores; it only tells the recorder what happened.
+    aiohttp needs a response object back, but writing it to the closed transport is a
+    ``ConnectionError`` that aiohttp ignores, so nothing is sent.
     """
     if request.transport is not None:
         request.transport.close()
@@ -637,17 +641,20 @@ def _event(payload: Any) -> bytes:
 
 async def _stream(
     request: web.Request,
+    response: web.StreamResponse,
     chat: ChatRequest,
     reply: Any,
     prompt_tokens: int,
     completion_id: str,
     first_byte_delay_s: float,
     per_token_latency_s: float,
-    headers: dict[str, str],
-) -> web.StreamResponse:
-    """Server-Sent Events: role, one chunk per token, finish_reason, [usage], ``[DONE]``."""
+) -> None:
+    """Server-Sent Events: role, one chunk per token, finish_reason, [usage], ``[DONE]``.
+
+    Without ``--per-token-latency`` all events go out in one write (they still parse as separate
+    chunks); with it, each token is written after its delay.
+    """
     created = int(time.time())
-    response = web.StreamResponse(status=200, headers=headers)
     response.content_type = "text/event-stream"
     response.headers["Cache-Control"] = "no-cache"
     await _sleep(first_byte_delay_s)
@@ -679,7 +686,6 @@ async def _stream(
     events.append(b"data: [DONE]\n\n")
     await response.write(b"".join(events))
     await response.write_eof()
-    return response
 
 
 # --- GET /models, POST /embeddings ----------------------------------------------------------
