@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 unexport VIRTUAL_ENV
 
-.PHONY: venv demo test lint format notebooks lab bench bench-quick mock clean
+.PHONY: venv demo test test-fast doctor lint format notebooks lab bench bench-quick mock clean
 
 venv: $(VENV)/.installed
 
@@ -20,8 +20,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 demo: venv
 	$(BIN)/python -m paradigm_kit.demo
 
-## The whole test suite: package, scripts, notebooks (nbval + papermill).
+## The whole test suite: package, scripts, notebooks (nbval + papermill), the browser test; the
+## package tests and notebooks also on the other Pythons pyenv has (KIT_OTHER_PYTHONS= to skip).
 test: venv
+	tests/other_pythons.sh $(BIN)/python -m pytest
+
+## The same on this Python only.
+test-fast: venv
 	$(BIN)/python -m pytest
 
 lint: venv
