@@ -59,3 +59,10 @@ def start_mock_server() -> Iterator[Callable[..., str]]:
     yield start
     for handle in handles:
         handle.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the check of notebook 03's %%writefile cell first: it reads the committed files, before
+    any notebook run (nbval re-executes the cell on a scratch copy, never on the tracked script)."""
+    first = [item for item in items if "writefile_cell_equals" in item.name]
+    items[:] = first + [item for item in items if item not in first]

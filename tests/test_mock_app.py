@@ -905,3 +905,19 @@ def test_report_of_a_well_behaved_client_is_clean():
     )
     assert problem_counts(report) == {}
     assert report["verdict"].startswith("No mistakes seen")
+
+
+def test_models_answer_carries_the_rate_limit_headers_without_charging():
+    """GET /models tells the limits (x-ratelimit-*) and takes nothing from the bucket."""
+    clock = FakeClock()
+
+    async def scenario(session, base, root):
+        listing = [await get_json(session, base + "/models") for _ in range(5)]
+        return listing, await send_many(session, base, 3)
+
+    listing, chats = run_app(scenario, clock=clock, rpm=120)
+    for status, headers, _ in listing:
+        assert status == 200
+        assert headers["x-ratelimit-limit-requests"] == "120"
+        assert headers["x-ratelimit-remaining-requests"] == "2"
+    assert [status for status, _, _ in chats] == [200, 200, 429]

@@ -103,6 +103,7 @@ def test_notebooks_nbval_reproduces_stored_outputs_without_key(notebook: Path, t
         "-m",
         "pytest",
         "--nbval",
+        "--nbval-current-env",  # the kernel runs this interpreter, whatever kernelspecs exist
         "-p",
         "no:cacheprovider",
         "--nbval-sanitize-with",

@@ -693,11 +693,15 @@ async def _stream(
 
 async def list_models(request: web.Request) -> web.Response:
     mock = request.app[MOCK]
+    api_key = _api_key(request)
     try:
-        check_key(mock.config, _api_key(request))
+        check_key(mock.config, api_key)
     except ClientError as error:
         return error_response(error)
-    return web.Response(body=mock.models_body, content_type="application/json")
+    # The limits ride along (charging nothing), so a client's preflight learns them before its
+    # first wave of requests instead of from that wave's 429s.
+    headers = mock.limits.headers(mock.hash_key(api_key)) if mock.limits.enabled else None
+    return web.Response(body=mock.models_body, content_type="application/json", headers=headers)
 
 
 async def get_model(request: web.Request) -> web.Response:
