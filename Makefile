@@ -39,6 +39,10 @@ format: venv
 notebooks: venv
 	$(BIN)/python -m paradigm_kit.notebook_tools refresh
 
+## The attendee's preflight: Python, packages, the kernel's venv, open files, server and key.
+doctor: venv
+	$(BIN)/python -m paradigm_kit.doctor
+
 lab: venv
 	$(BIN)/jupyter lab notebooks/
 

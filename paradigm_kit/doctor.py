@@ -104,11 +104,25 @@ def pinned_versions(requirements: Path = REPO_ROOT / "requirements.txt") -> dict
         return {}
     pins = {}
     for line in requirements.read_text(encoding="utf-8").splitlines():
-        spec = line.split("#", 1)[0].strip()
-        if "==" in spec:
+        spec, _, marker = line.split("#", 1)[0].partition(";")
+        if "==" in spec and _applies_here(marker.strip()):
             name, version = spec.split("==", 1)
             pins[_normalise(name)] = version.strip()
     return pins
+
+
+def _applies_here(marker: str) -> bool:
+    """Whether an environment marker (``python_version < "3.11"``) holds for this interpreter."""
+    if not marker:
+        return True
+    try:
+        from packaging.markers import InvalidMarker, Marker
+    except ImportError:  # no packaging: skip marked pins rather than guess
+        return False
+    try:
+        return Marker(marker).evaluate()
+    except InvalidMarker:
+        return False
 
 
 def _normalise(name: str) -> str:

@@ -35,7 +35,7 @@ Design
 The checks, by notebook: 01 ``check_first_call``, ``check_401_reported``; 02
 ``check_input_order``, ``check_one_failure_contained``, ``check_bounded``; 03
 ``check_all_at_once``, ``check_ideal_time``; 04 ``check_top_level_await``,
-``check_subprocess_run``; 05 ``check_retry_after``. Session reuse is not checked: the mock's log
+``check_subprocess_run``; 05 ``check_bounded`` (a pool of workers), ``check_retry_after``. Session reuse is not checked: the mock's log
 does not record which connection carried a request.
 """
 
@@ -110,6 +110,7 @@ EXERCISES = {
     "03-ideal-time": ExerciseSpec(),
     "04-await": ExerciseSpec(n_requests=5),
     "04-subprocess": ExerciseSpec(n_requests=5),
+    "05-workers": ExerciseSpec(),
     "05-retry-after": ExerciseSpec(mock_flags=RETRY_MOCK),
 }
 

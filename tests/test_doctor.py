@@ -23,6 +23,7 @@ from paradigm_kit.doctor import (
     check_python_on_path,
     check_server,
     format_report,
+    pinned_versions,
     run_doctor,
 )
 from paradigm_kit.mock import running_mock
@@ -86,6 +87,18 @@ def test_doctor_packages_off_pin_is_a_warning():
     """An installed version other than the pinned one is a warning naming both versions."""
     check = check_packages(required=("aiohttp",), optional=(), pins={"aiohttp": "0.0.1"})
     assert check.status == "warn" and "pinned 0.0.1" in check.detail
+
+
+def test_doctor_pins_follow_environment_markers(tmp_path):
+    """A pin whose marker does not hold for this Python is ignored; the one that holds is used."""
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(
+        'matplotlib==9.9.9; python_version < "3.0"  # never here\n'
+        'matplotlib==1.2.3; python_version >= "3.0"\n'
+        "aiohttp==3.14.5  # a comment\n"
+        "-e .\n"
+    )
+    assert pinned_versions(requirements) == {"matplotlib": "1.2.3", "aiohttp": "3.14.5"}
 
 
 def test_doctor_interpreter_outside_the_kit_venv_warns(tmp_path):

@@ -273,7 +273,7 @@ def variable_latency_scenario(plan: Plan, log: Log) -> dict:
             run["server"]["latency_sum_s"] = sum(latencies_s)
             run["server"]["latency_max_s"] = max(latencies_s)
     return {
-        "title": f"Variable latency: {n} requests of 2-18 tokens, factor vs sum/max",
+        "title": f"Variable latency: {n} requests, max_tokens 2-18, factor vs sum/max",
         "params": {**flags, "n_requests": n, "max_tokens": max_tokens},
         "ideal_factor": spread(ideal_factors),
         "server_latency_sum_s": spread([r["server"]["latency_sum_s"] for r in sync_runs]),

@@ -8,7 +8,7 @@ the others still run), evaluates the issue-6 targets, and writes into ``out_dir`
 * ``results.json``: the plan, the machine, every scenario's rows and ideals, the targets; only
   plain JSON (a figure that could not be measured is ``null``, never ``NaN``);
 * one PNG per scenario (``plots.PLOT_FILES``);
-* ``results.md``: the tables in markdown, ready for the README.
+* ``results.md``: the targets and the tables in markdown, ready for the README.
 
 It returns the results dict; the caller prints the tables and decides the exit status.
 """
@@ -16,6 +16,7 @@ It returns the results dict; the caller prints the tables and decides the exit s
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import math
 import os
@@ -50,8 +51,9 @@ def run_benchmarks(
     out_dir: str,
     scenario_names: Iterable[str],
     *,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
+    log = log or functools.partial(print, flush=True)  # progress shows at once, even piped
     os.makedirs(out_dir, exist_ok=True)
     started = time.monotonic()
     results: dict = {
@@ -79,10 +81,6 @@ def run_benchmarks(
     with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as file:
         json.dump(results, file, indent=1, allow_nan=False)
     with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as file:
-        file.write(
-            format_tables(results, markdown=True)
-            + "\n\n"
-            + format_targets(results["targets"])
-            + "\n"
-        )
+        file.write(format_targets(results["targets"], markdown=True) + "\n\n")
+        file.write(format_tables(results, markdown=True) + "\n")
     return results
