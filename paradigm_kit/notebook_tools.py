@@ -96,13 +96,15 @@ def execute_in_place(path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m paradigm_kit.notebook_tools")
     parser.add_argument("command", choices=["check", "refresh"])
-    command = parser.parse_args(argv).command
+    parser.add_argument("notebooks", nargs="*", type=Path, help="refresh only these (default: all)")
+    args = parser.parse_args(argv)
+    command = args.command
     if command == "check":
         problem = check_writefile_cell()
         print(problem or f"{WRITEFILE_LINE}: the cell equals {SCRIPT.relative_to(ROOT)}")
         return 1 if problem else 0
     print(f"synced {sync_writefile_cell().relative_to(ROOT)} from {SCRIPT.relative_to(ROOT)}")
-    for path in sorted(NOTEBOOKS_DIR.glob("*.ipynb")):
+    for path in [p.resolve() for p in args.notebooks] or sorted(NOTEBOOKS_DIR.glob("*.ipynb")):
         print(f"executing {path.relative_to(ROOT)} ...", flush=True)
         execute_in_place(path)
     return 0
