@@ -8,6 +8,7 @@ contender in its own process, and writes ``results.json``, one PNG per scenario 
     python scripts/bench.py --quick --out bench-results    # smaller, under 2 minutes
     python scripts/bench.py --tiny --out /tmp/b            # seconds: checks that it works
     python scripts/bench.py --scenarios seed,client_cost   # only some scenarios
+    python scripts/bench.py --redraw docs/bench/results.json --out /tmp/b   # plots again
 
 The design is in ``paradigm_kit/bench/__init__.py``. Exit status: 0 when every scenario ran
 (targets missed or not: they are figures to report, not test results), 1 when one failed.
@@ -21,7 +22,7 @@ import sys
 from paradigm_kit.bench.plan import PLANS
 from paradigm_kit.bench.report import format_tables, format_targets
 from paradigm_kit.bench.scenarios import SCENARIOS
-from paradigm_kit.bench.suite import run_benchmarks
+from paradigm_kit.bench.suite import redraw, run_benchmarks
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,6 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller sizes, fewer repetitions")
     size.add_argument("--tiny", action="store_true", help="a few requests each (for the tests)")
+    size.add_argument(
+        "--redraw",
+        metavar="RESULTS_JSON",
+        help="measure nothing: plots, tables and targets again from a saved results.json",
+    )
     parser.add_argument(
         "--scenarios",
         default=",".join(SCENARIOS),
@@ -45,15 +51,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    plan = PLANS["tiny" if args.tiny else "quick" if args.quick else "full"]
-    results = run_benchmarks(plan, args.out, args.scenario_names)
+    if args.redraw:
+        results = redraw(args.redraw, args.out)
+    else:
+        plan = PLANS["tiny" if args.tiny else "quick" if args.quick else "full"]
+        results = run_benchmarks(plan, args.out, args.scenario_names)
     print()
     print(format_tables(results))
     print()
     print(format_targets(results["targets"]))
     print(
         f"\nWrote {args.out}/results.json, results.md and {', '.join(results['plots'])}"
-        f" in {results['duration_s']:.0f} s."
+        f" (measuring took {results['duration_s']:.0f} s)."
     )
     failed = [name for name, scenario in results["scenarios"].items() if "error" in scenario]
     return 1 if failed else 0

@@ -72,6 +72,27 @@ def test_bench_writes_one_png_per_scenario(tiny_run):
         assert (out_dir / name).read_bytes()[:8] == PNG_MAGIC, name
 
 
+def test_bench_redraw_rebuilds_outputs_without_measuring(tiny_run, tmp_path):
+    """--redraw writes the plots, results.md and the same figures again from a saved run."""
+    _, out_dir = tiny_run
+    completed = subprocess.run(
+        [sys.executable, "-W", "error", str(BENCH), "--redraw", str(out_dir / "results.json"),
+         "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "== seed" not in completed.stdout  # nothing was measured
+    saved = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
+    redrawn = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert redrawn["scenarios"] == saved["scenarios"]
+    assert redrawn["targets"] == saved["targets"]
+    for name in PLOT_FILES.values():
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC, name
+    assert "| target |" in (tmp_path / "results.md").read_text(encoding="utf-8")
+
+
 def test_bench_unknown_scenario_is_a_usage_error(tmp_path):
     """An unknown --scenarios name stops at once with argparse's usage error (exit 2)."""
     completed = subprocess.run(

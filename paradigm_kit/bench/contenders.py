@@ -45,7 +45,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["CONTENDERS", "Job", "RunOutcome", "request_body", "write_input_file"]
+__all__ = [
+    "CONTENDERS",
+    "NEEDS_INPUT_FILE",
+    "Job",
+    "RunOutcome",
+    "request_body",
+    "write_input_file",
+]
 
 MODEL = "alfred-4.2"
 REQUEST_TIMEOUT_S = 120.0

@@ -34,7 +34,7 @@ class Plan:
     # scaling: async wall time against ceil(N / C) * latency; sync only for the small sizes
     scaling_latency_s: float = 0.5
     scaling_sizes: tuple[int, ...] = (1, 10, 100, 200, 500, 1000)
-    scaling_sync_sizes: tuple[int, ...] = (1, 5, 10)
+    scaling_sync_sizes: tuple[int, ...] = (1, 10)  # sizes among scaling_sizes
     scaling_concurrency: int = 100
     scaling_repetitions: int = 3
     # variable latency: latency_s + per_token_latency_s * tokens, max_tokens varied per request
@@ -73,7 +73,7 @@ PLANS: dict[str, Plan] = {
         seed_latency_s=0.25,
         scaling_latency_s=0.2,
         scaling_sizes=(1, 100, 1000),
-        scaling_sync_sizes=(1, 5),
+        scaling_sync_sizes=(1,),
         scaling_repetitions=1,
         variable_latency_s=0.02,
         variable_per_token_latency_s=0.01,
@@ -97,7 +97,7 @@ PLANS: dict[str, Plan] = {
         seed_latency_s=0.05,
         scaling_latency_s=0.05,
         scaling_sizes=(1, 8),
-        scaling_sync_sizes=(1, 2),
+        scaling_sync_sizes=(1,),
         scaling_concurrency=4,
         scaling_repetitions=1,
         variable_requests=4,

@@ -101,7 +101,9 @@ def _plot_scaling(plt, scenario: dict):
         walls = [r["wall_s"] for r in rows]
         ax.errorbar(sizes, _medians(walls), yerr=_errors(walls), marker="o", capsize=3, label=label)
     sizes = sorted(set(params["sizes"]))
-    dense = sorted({*sizes, *range(bound, max(sizes) + 1, bound)})
+    # the ideal's steps: flat up to each multiple of C, one latency more right after it
+    steps = range(bound, max(sizes) + 1, bound)
+    dense = sorted({*sizes, *steps, *(n + 1 for n in steps if n < max(sizes))})
     ax.step(
         dense,
         [-(-n // bound) * latency_s for n in dense],

@@ -271,13 +271,10 @@ def format_tables(results: dict, *, markdown: bool = False) -> str:
         if "error" in scenario:
             blocks.append(f"{title}\n  FAILED: {scenario['error']}")
             continue
-        heading = f"**{title}**" if markdown else title
-        extra = _scenario_note(name, scenario)
-        blocks.append(
-            f"{heading}\n{extra}\n{_table(COLUMNS[name], scenario['rows'], markdown)}".replace(
-                "\n\n", "\n"
-            )
-        )
+        parts = [f"**{title}**" if markdown else title, _scenario_note(name, scenario)]
+        parts.append(_table(COLUMNS[name], scenario["rows"], markdown))
+        # markdown needs blank lines between a paragraph and a table; plain text reads better tight
+        blocks.append(("\n\n" if markdown else "\n").join(part for part in parts if part))
     return "\n\n".join(blocks)
 
 

@@ -11,6 +11,8 @@ the others still run), evaluates the issue-6 targets, and writes into ``out_dir`
 * ``results.md``: the targets and the tables in markdown, ready for the README.
 
 It returns the results dict; the caller prints the tables and decides the exit status.
+``redraw(results_json, out_dir)`` writes the same outputs again from a saved run, without
+measuring anything (to restyle a plot, or to rebuild the tables after a report change).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from paradigm_kit.bench.report import evaluate_targets, format_tables, format_ta
 from paradigm_kit.bench.scenarios import SCENARIOS
 from paradigm_kit.mock import MockStartError
 
-__all__ = ["run_benchmarks"]
+__all__ = ["redraw", "run_benchmarks"]
 
 
 def _plain_json(value: object) -> object:
@@ -77,10 +79,24 @@ def run_benchmarks(
     results["duration_s"] = round(time.monotonic() - started, 1)
     results["targets"] = evaluate_targets(results)
     results = _plain_json(results)
+    _write_outputs(results, out_dir)
+    return results
+
+
+def redraw(results_path: str, out_dir: str) -> dict:
+    """Plots, tables and targets again from a saved ``results.json`` (no measuring)."""
+    with open(results_path, encoding="utf-8") as file:
+        results = json.load(file)
+    os.makedirs(out_dir, exist_ok=True)
+    results["targets"] = _plain_json(evaluate_targets(results))
+    _write_outputs(results, out_dir)
+    return results
+
+
+def _write_outputs(results: dict, out_dir: str) -> None:
     results["plots"] = write_plots(results, out_dir)
     with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as file:
         json.dump(results, file, indent=1, allow_nan=False)
     with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as file:
         file.write(format_targets(results["targets"], markdown=True) + "\n\n")
         file.write(format_tables(results, markdown=True) + "\n")
-    return results

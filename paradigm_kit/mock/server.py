@@ -33,6 +33,7 @@ from .config import MockConfig, build_parser, config_from_args
 
 __all__ = ["main", "network_warning", "serve"]
 
+LISTEN_BACKLOG = 2048
 SHUTDOWN_TIMEOUT_S = 1.0
 ALL_INTERFACES = ("0.0.0.0", "::", "")
 
@@ -99,7 +100,9 @@ async def serve(config: MockConfig, *, stop_on_stdin_close: bool = False) -> Non
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port)
+        # A listen queue deeper than aiohttp's 128: an unbounded burst of 1,000 connections would
+        # overflow it, and the overflowed ones wait a whole second for TCP to retry.
+        site = web.TCPSite(runner, config.host, config.port, backlog=LISTEN_BACKLOG)
         await site.start()
         port = runner.addresses[0][1]
         url_host = "127.0.0.1" if config.host in ALL_INTERFACES else config.host
