@@ -446,8 +446,8 @@ def _check_messages(messages: Any) -> list[dict[str, Any]]:
     return messages
 
 
-def parse_chat_request(body: bytes, models: tuple[str, ...]) -> ChatRequest:
-    """Validate a chat-completions body: ``ClientError`` 400 or 404, else a ``ChatRequest``."""
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or ``ClientError`` 400 (bad JSON, not an object)."""
     try:
         payload = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -456,6 +456,11 @@ def parse_chat_request(body: bytes, models: tuple[str, ...]) -> ChatRequest:
         ) from None
     if not isinstance(payload, dict):
         raise ClientError(400, "The body must be a JSON object.", code="invalid_type")
+    return payload
+
+
+def _model_field(payload: dict[str, Any]) -> str:
+    """The body's ``model``, or ``ClientError`` 400 when it is missing or not a string."""
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise ClientError(
@@ -464,6 +469,13 @@ def parse_chat_request(body: bytes, models: tuple[str, ...]) -> ChatRequest:
             code="missing_required_parameter",
             param="model",
         )
+    return model
+
+
+def parse_chat_request(body: bytes, models: tuple[str, ...]) -> ChatRequest:
+    """Validate a chat-completions body: ``ClientError`` 400 or 404, else a ``ChatRequest``."""
+    payload = _json_object(body)
+    model = _model_field(payload)
     messages = _check_messages(payload.get("messages"))
     for name in NUMBER_RANGES.keys() & payload.keys():  # only the parameters the client sent
         _check_range(payload, name, *NUMBER_RANGES[name])
@@ -731,13 +743,8 @@ async def embeddings(request: web.Request) -> web.Response:
     mock = request.app[MOCK]
     try:
         check_key(mock.config, _api_key(request))
-        try:
-            payload = json.loads(await request.read())
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ClientError(
-                400, f"The body is not valid JSON: {error}.", code="invalid_json"
-            ) from None
-        texts = payload.get("input") if isinstance(payload, dict) else None
+        payload = _json_object(await request.read())
+        texts = payload.get("input")
         if isinstance(texts, str):
             texts = [texts]
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
@@ -747,14 +754,7 @@ async def embeddings(request: web.Request) -> web.Response:
                 code="invalid_type",
                 param="input",
             )
-        model = payload.get("model")
-        if not isinstance(model, str) or not model:
-            raise ClientError(
-                400,
-                "Missing required parameter: 'model'.",
-                code="missing_required_parameter",
-                param="model",
-            )
+        model = _model_field(payload)
     except ClientError as error:
         return error_response(error)
     prompt_tokens = sum(estimate_text_tokens(text) for text in texts)
