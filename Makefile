@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 ## The main job: the seed's speed comparison (against the bundled mock unless PARADIGM_API_KEY is set).
 demo: venv
-	$(BIN)/python -m paradigm_kit.demo
+	$(BIN)/python scripts/demo.py
 
 ## The whole test suite: package, scripts, notebooks (nbval + papermill), the browser test; the
 ## package tests and notebooks also on the other Pythons pyenv has (KIT_OTHER_PYTHONS= to skip).
@@ -37,7 +37,7 @@ format: venv
 
 ## Re-sync the %%writefile cell from scripts/speed_test.py and re-execute every notebook in place.
 notebooks: venv
-	$(BIN)/python -m paradigm_kit.notebook_tools refresh
+	$(BIN)/python tools/notebooks.py refresh
 
 ## The attendee's preflight: Python, packages, the kernel's venv, open files, server and key.
 doctor: venv

@@ -1,54 +1,12 @@
-"""``make demo``: the seed's speed comparison, against the real API or the bundled mock.
+"""``python -m paradigm_kit.demo``: kept working since the demo moved to ``scripts/demo.py``.
 
-``python -m paradigm_kit.demo [speed_test flags]`` runs ``scripts/speed_test.py`` and exits with
-its status:
-
-* ``PARADIGM_API_KEY`` set: the script runs against the real API (or ``PARADIGM_BASE_URL``), with
-  the environment as it is.
-* no key: the bundled mock is started as a subprocess on a free loopback port with 0.5 s of
-  latency per request (``running_mock``), one line says so, the script runs against it with a
-  placeholder key, and the mock is stopped whatever happens.
-
-The script runs as a subprocess of its own, exactly as a user would run it (``asyncio.run`` in a
-fresh interpreter), with its output streamed as it comes. Extra arguments are passed on to it
-(``python -m paradigm_kit.demo --requests 5``).
+Runs that script in this interpreter, with the same arguments (``make demo`` calls it directly).
 """
 
-from __future__ import annotations
-
-import os
-import subprocess
-import sys
+import runpy
 from pathlib import Path
 
-__all__ = ["SPEED_TEST", "main"]
-
-SPEED_TEST = Path(__file__).resolve().parent.parent / "scripts" / "speed_test.py"
-MOCK_LATENCY_S = 0.5
-# The mock accepts any non-empty key; this one says what it is if it ever shows up in a log.
-PLACEHOLDER_KEY = "mock-key-not-a-secret"
-
-
-def run_speed_test(args: list[str], env: dict[str, str]) -> int:
-    """Run the script with this interpreter, its output going straight to ours."""
-    return subprocess.run([sys.executable, str(SPEED_TEST), *args], env=env, check=False).returncode
-
-
-def main(args: list[str]) -> int:
-    if os.environ.get("PARADIGM_API_KEY", "").strip():
-        return run_speed_test(args, dict(os.environ))
-
-    from .mock import running_mock  # imported here: the real-API path never needs the mock
-
-    with running_mock(latency=MOCK_LATENCY_S) as base_url:
-        print(
-            f"PARADIGM_API_KEY is not set: running against the bundled mock "
-            f"({MOCK_LATENCY_S} s per request).",
-            flush=True,  # before the script's own lines, which come from another process
-        )
-        env = dict(os.environ, PARADIGM_BASE_URL=base_url, PARADIGM_API_KEY=PLACEHOLDER_KEY)
-        return run_speed_test(args, env)
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    runpy.run_path(
+        str(Path(__file__).resolve().parent.parent / "scripts" / "demo.py"), run_name="__main__"
+    )

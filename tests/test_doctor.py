@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from paradigm_kit.doctor import (
+from paradigm_kit.mock import running_mock
+from paradigm_kit.workshop.doctor import (
     check_endpoint,
     check_interpreter,
     check_open_files,
@@ -26,7 +27,6 @@ from paradigm_kit.doctor import (
     pinned_versions,
     run_doctor,
 )
-from paradigm_kit.mock import running_mock
 
 SECRET = "sk-doctor-test-secret-4242"
 

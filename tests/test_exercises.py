@@ -14,7 +14,7 @@ import sys
 import aiohttp
 import pytest
 
-from paradigm_kit.exercises import (
+from paradigm_kit.workshop.exercises import (
     CheckResult,
     check_401_reported,
     check_all_at_once,
@@ -255,7 +255,7 @@ def test_exercises_check_never_raises_on_odd_input():
 
 def test_exercises_peak_in_flight_counts_overlap():
     """peak_in_flight: an attempt that starts when another ends does not overlap it."""
-    from paradigm_kit.exercises import Attempt
+    from paradigm_kit.workshop.exercises import Attempt
 
     def attempt(t_start, t_end):
         return Attempt("id", 1, t_start, t_end, 200, None)

@@ -1,4 +1,4 @@
-"""paradigm_kit.notebook: where a notebook's requests go, and that the key never shows.
+"""paradigm_kit.workshop.connect: where a notebook's requests go, and that the key never shows.
 
 Each test that needs a server starts the bundled mock itself (through ``connect`` or
 ``local_mock``: a subprocess on a free loopback port) and stops it before it ends.
@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from paradigm_kit.notebook import Connection, connect, local_mock, versions
 from paradigm_kit.settings import DEFAULT_BASE_URL, DEFAULT_MODEL
+from paradigm_kit.workshop import Connection, connect, local_mock, versions
 
 SECRET_KEY = "sk-test-0123456789abcdef-never-shown"
 GREETING = {"role": "user", "content": "Say hello to Alice."}

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from paradigm_kit.mock import running_mock
-from paradigm_kit.notebook_tools import check_writefile_cell
+from tools.notebooks import check_writefile_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -2,7 +2,7 @@
 
 Each tutorial notebook ends with two or three exercises. An exercise cell looks like this::
 
-    from paradigm_kit.exercises import exercise, check_bounded
+    from paradigm_kit.workshop.exercises import exercise, check_bounded
     ex = exercise("02-bound")        # a local mock for the exercises, and a run of your own
     ...                              # your attempt: send ex.payloads() to ex.chat_url, ex.headers()
     result = check_bounded(ex, replies, max_in_flight=5)
@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .settings import DEFAULT_MODEL
+from ..settings import DEFAULT_MODEL
 
 __all__ = [
     "SEED_NAMES",
@@ -209,7 +209,7 @@ def _mock_for(flags: tuple[tuple[str, Any], ...]) -> str:
     """The base URL of the local mock with these settings, started on first use."""
     handle = _mocks.get(flags)
     if handle is None or not handle.running:
-        from .mock import start_mock  # imported late: importing this module starts nothing
+        from ..mock import start_mock  # imported late: importing this module starts nothing
 
         handle = _mocks[flags] = start_mock(**dict(flags))
     return handle.base_url
@@ -266,8 +266,8 @@ class Attempt:
 
 def _attempts(ex: Exercise) -> list[Attempt]:
     """This run's attempts: those with its ``X-Run-Id``, and those with its key but no header."""
-    from .mock import mock_log
-    from .mock.stats import key_hash
+    from ..mock import mock_log
+    from ..mock.stats import key_hash
 
     records = []
     for run in (ex.run_id, key_hash(ex.api_key)):
@@ -535,7 +535,7 @@ import sys
 
 import aiohttp
 
-from paradigm_kit.exercises import GREETING_PROMPT, SEED_NAMES
+from paradigm_kit.workshop.exercises import GREETING_PROMPT, SEED_NAMES
 
 
 async def main() -> int:

@@ -7,9 +7,10 @@ import threading
 
 import pytest
 
+from paradigm_kit.bench.client_cost import measure_client, measure_in_subprocess
 from paradigm_kit.mock import mock_stats, running_mock
 from paradigm_kit.timeline import TimelineRecorder
-from paradigm_kit.timing import measure_client, measure_in_subprocess, track
+from paradigm_kit.workshop import track
 
 
 def test_track_waits_for_the_slot_before_the_request_starts():

@@ -1,4 +1,4 @@
-"""Measure the mock's throughput: ``python tests/mock_throughput.py [--requests N] [--concurrency C]``.
+"""Measure the mock's throughput: ``python tools/mock_throughput.py [--requests N] [--concurrency C]``.
 
 Not a test (no timing is ever a pass/fail here): a script that prints figures for the notes.
 It starts a mock subprocess with ``running_mock`` and drives it from *this* process with raw

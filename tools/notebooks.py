@@ -1,4 +1,4 @@
-"""Keep the committed notebooks honest: ``python -m paradigm_kit.notebook_tools check|refresh``.
+"""Keep the committed notebooks honest: ``python tools/notebooks.py check|refresh``.
 
 Notebook 03 writes ``scripts/speed_test.py`` with a ``%%writefile ../scripts/speed_test.py`` cell,
 so the script exists twice: as a file and as a cell body. They must stay identical to the byte.
@@ -27,7 +27,7 @@ import nbformat
 
 __all__ = ["WRITEFILE_LINE", "check_writefile_cell", "execute_in_place", "find_writefile_cell"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = ROOT / "notebooks"
 SCRIPT = ROOT / "scripts" / "speed_test.py"
 WRITEFILE_LINE = "%%writefile ../scripts/speed_test.py"
@@ -94,7 +94,7 @@ def execute_in_place(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paradigm_kit.notebook_tools")
+    parser = argparse.ArgumentParser(prog="python tools/notebooks.py")
     parser.add_argument("command", choices=["check", "refresh"])
     parser.add_argument("notebooks", nargs="*", type=Path, help="refresh only these (default: all)")
     args = parser.parse_args(argv)

@@ -1,17 +1,6 @@
-"""Time a notebook's own requests for a timeline, and measure what a client costs to run.
+"""Measure what a client costs to run: threads + requests against asyncio + aiohttp.
 
-Two small tools for the lessons of notebook 02 (draw a run, then weigh threads against asyncio):
-
-``track(recorder, request_id, queued_at=None, slot=None)`` times one request into a
-``paradigm_kit.timeline.TimelineRecorder``. It is a context manager for both worlds: ``with`` in a
-plain loop or a worker thread, ``async with`` in a coroutine. On entry it notes ``t_queued``
-(``queued_at``, a ``time.monotonic()`` value, or now), waits for ``slot`` if one is given (an
-``asyncio.Semaphore`` with ``async with``, a ``threading.Semaphore`` with ``with``), then notes
-``t_started``; on exit it notes ``t_end`` and records one attempt. The caller sets
-``span.status = response.status`` (and may call ``span.first_byte()`` when the headers arrive).
-The outcome is ``"ok"`` for a status below 400, ``"failed"`` for an error status or an exception,
-which is recorded and then re-raised, never swallowed. The recorder's in-memory list is shared
-safely by worker threads: one ``list.append`` per request, atomic under the GIL.
+The measurement behind notebook 02's threads section and the benchmarks' client-cost scenario.
 
 ``measure_client(client, base_url, n_requests, max_in_flight)`` sends ``n_requests`` greetings to
 a *local* mock, at most ``max_in_flight`` at once, with ``"threads"`` (a ``ThreadPoolExecutor`` of
@@ -23,7 +12,7 @@ sampling thread, no polling): ``threading.active_count()``, and the resident set
 ``/proc/self/statm`` (Linux; elsewhere the memory figures are ``None``). Memory is reported twice:
 the process's peak (interpreter, imports and run) and how much it grew during the run (peak minus
 the size before the first request). Both are process-wide, so each client must be measured in a
-fresh process: ``measure_in_subprocess`` runs ``python -m paradigm_kit.timing CLIENT ...`` with
+fresh process: ``measure_in_subprocess`` runs ``python -m paradigm_kit.bench.client_cost CLIENT ...`` with
 ``sys.executable`` and reads back the JSON line it prints. (Not ``ru_maxrss``: on Linux a child
 started from a large process such as a Jupyter kernel inherits the parent's peak, and it only
 grows, so it would report the kernel's size.) The base URL must
@@ -43,78 +32,12 @@ import time
 import urllib.parse
 from typing import Any
 
-from .timeline import TimelineRecorder
-
-__all__ = ["CLIENTS", "measure_client", "measure_in_subprocess", "track"]
+__all__ = ["CLIENTS", "measure_client", "measure_in_subprocess"]
 
 CLIENTS = ("threads", "asyncio")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MOCK_KEY = "mock-key-not-a-secret"  # the local mock accepts any non-empty key
 GREETING = "Dis bonjour au nouvel utilisateur sur Paradigm ! Accueil d'une phrase pour : {name}"
-
-
-class track:  # noqa: N801 (used like a function: `with track(recorder, i) as span:`)
-    """Time one request into ``recorder``: waiting for ``slot``, then in flight until exit."""
-
-    def __init__(
-        self,
-        recorder: TimelineRecorder,
-        request_id: Any,
-        queued_at: float | None = None,
-        slot: Any = None,
-    ) -> None:
-        self.recorder = recorder
-        self.request_id = request_id
-        self.queued_at = queued_at
-        self.slot = slot
-        self.status: int | None = None
-        self.t_first_byte: float | None = None
-        self.t_started = 0.0
-
-    def first_byte(self) -> None:
-        """Note that the response headers have arrived."""
-        self.t_first_byte = time.monotonic()
-
-    def _queue(self) -> None:
-        if self.queued_at is None:
-            self.queued_at = time.monotonic()
-
-    def _record(self, raised: bool) -> None:
-        failed = raised or (self.status is not None and self.status >= 400)
-        self.recorder.record(
-            self.request_id,
-            1,
-            self.queued_at,
-            self.t_started,
-            self.t_first_byte,
-            time.monotonic(),
-            self.status,
-            "failed" if failed else "ok",
-        )
-
-    def __enter__(self) -> track:
-        self._queue()
-        if self.slot is not None:
-            self.slot.__enter__()
-        self.t_started = time.monotonic()
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self._record(raised=exc_type is not None)
-        if self.slot is not None:
-            self.slot.__exit__(exc_type, exc, tb)
-
-    async def __aenter__(self) -> track:
-        self._queue()
-        if self.slot is not None:
-            await self.slot.__aenter__()
-        self.t_started = time.monotonic()
-        return self
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self._record(raised=exc_type is not None)
-        if self.slot is not None:
-            await self.slot.__aexit__(exc_type, exc, tb)
 
 
 def _payload(index: int) -> dict[str, Any]:
@@ -248,7 +171,14 @@ def measure_in_subprocess(
     client: str, base_url: str, n_requests: int, max_in_flight: int, timeout_s: float = 120.0
 ) -> dict[str, Any]:
     """``measure_client`` in a fresh ``sys.executable`` process, for clean memory figures."""
-    command = [sys.executable, "-m", "paradigm_kit.timing", client, "--base-url", base_url]
+    command = [
+        sys.executable,
+        "-m",
+        "paradigm_kit.bench.client_cost",
+        client,
+        "--base-url",
+        base_url,
+    ]
     command += ["--requests", str(n_requests), "--max-in-flight", str(max_in_flight)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -256,7 +186,7 @@ def measure_in_subprocess(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m paradigm_kit.timing",
+        prog="python -m paradigm_kit.bench.client_cost",
         description="Send N requests to a local mock with threads or asyncio; print the cost "
         "as one JSON line.",
     )

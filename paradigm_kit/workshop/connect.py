@@ -2,7 +2,7 @@
 
 Every notebook starts the same way::
 
-    from paradigm_kit.notebook import connect, versions
+    from paradigm_kit.workshop import connect, versions
     versions()                    # the banner: Python and the libraries the lesson depends on
     conn = connect(latency=0.5)   # the real API if PARADIGM_API_KEY is set, else the bundled mock
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from .settings import DEFAULT_BASE_URL, DEFAULT_MODEL
+from ..settings import DEFAULT_BASE_URL, DEFAULT_MODEL
 
 __all__ = ["Connection", "connect", "local_mock", "versions"]
 
@@ -120,7 +120,7 @@ def local_mock(model: str = DEFAULT_MODEL, **mock_flags: Any) -> Iterator[Connec
 
 
 def _start_mock(model: str, mock_flags: dict[str, Any]) -> Connection:
-    from .mock import start_mock  # imported late: importing this module never starts anything
+    from ..mock import start_mock  # imported late: importing this module never starts anything
 
     handle = start_mock(**mock_flags)
     api_key = str(mock_flags.get("api_key") or MOCK_PLACEHOLDER_KEY)

@@ -1,0 +1,56 @@
+"""``make demo``: the seed's speed comparison, against the real API or the bundled mock.
+
+``python scripts/demo.py [speed_test flags]`` (or ``python -m paradigm_kit.demo``) runs ``scripts/speed_test.py`` and exits with
+its status:
+
+* ``PARADIGM_API_KEY`` set: the script runs against the real API (or ``PARADIGM_BASE_URL``), with
+  the environment as it is.
+* no key: the bundled mock is started as a subprocess on a free loopback port with 0.5 s of
+  latency per request (``running_mock``), one line says so, the script runs against it with a
+  placeholder key, and the mock is stopped whatever happens.
+
+The script runs as a subprocess of its own, exactly as a user would run it (``asyncio.run`` in a
+fresh interpreter), with its output streamed as it comes. Extra arguments are passed on to it
+(``python scripts/demo.py --requests 5``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["SPEED_TEST", "main"]
+
+SPEED_TEST = Path(__file__).resolve().parent / "speed_test.py"
+MOCK_LATENCY_S = 0.5
+# The mock accepts any non-empty key; this one says what it is if it ever shows up in a log.
+PLACEHOLDER_KEY = "mock-key-not-a-secret"
+
+
+def run_speed_test(args: list[str], env: dict[str, str]) -> int:
+    """Run the script with this interpreter, its output going straight to ours."""
+    return subprocess.run([sys.executable, str(SPEED_TEST), *args], env=env, check=False).returncode
+
+
+def main(args: list[str]) -> int:
+    if os.environ.get("PARADIGM_API_KEY", "").strip():
+        return run_speed_test(args, dict(os.environ))
+
+    from paradigm_kit.mock import (
+        running_mock,  # imported here: the real-API path never needs the mock
+    )
+
+    with running_mock(latency=MOCK_LATENCY_S) as base_url:
+        print(
+            f"PARADIGM_API_KEY is not set: running against the bundled mock "
+            f"({MOCK_LATENCY_S} s per request).",
+            flush=True,  # before the script's own lines, which come from another process
+        )
+        env = dict(os.environ, PARADIGM_BASE_URL=base_url, PARADIGM_API_KEY=PLACEHOLDER_KEY)
+        return run_speed_test(args, env)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
