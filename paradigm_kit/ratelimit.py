@@ -12,8 +12,9 @@ still be throttled. The meaning used everywhere in this kit:
 
 ``TokenBucket`` is plain arithmetic on a clock you pass in (``time.monotonic`` by default), so
 tests can drive it with a fake clock and count admissions per window without timing anything.
-The server calls ``try_take`` (answer now: yes, or no and how long to wait); the client awaits
-``take``, which sleeps exactly as long as needed instead of polling.
+The server calls ``try_take`` (answer now: yes, or no and how long to wait); the client's pacer
+(``batch/pacing.py``) asks ``wait_time``, sleeps exactly that long instead of polling, then
+``charge``s, so it can wait on several buckets and a cooldown at once.
 
 Written by hand rather than taken from aiolimiter: the mock needs a non-blocking "how long until
 this fits" answer for ``Retry-After``, and both sides need debt for oversized costs and the same
@@ -22,7 +23,6 @@ refill arithmetic; the whole thing is forty lines.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -86,14 +86,6 @@ class TokenBucket:
         """Take units after the fact (usage exceeded the estimate); may leave the bucket in debt."""
         self._refill()
         self._level -= cost
-
-    async def take(self, cost: float = 1.0) -> None:
-        """Wait until ``cost`` units fit, then take them (the client side)."""
-        while True:
-            ok, wait_s = self.try_take(cost)
-            if ok:
-                return
-            await asyncio.sleep(wait_s)
 
     def remaining(self) -> int:
         """Whole units left, for ``x-ratelimit-remaining-*`` headers."""

@@ -21,12 +21,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from paradigm_kit.settings import MOCK_PLACEHOLDER_KEY, api_settings
+
 __all__ = ["SPEED_TEST", "main"]
 
 SPEED_TEST = Path(__file__).resolve().parent / "speed_test.py"
 MOCK_LATENCY_S = 0.5
-# The mock accepts any non-empty key; this one says what it is if it ever shows up in a log.
-PLACEHOLDER_KEY = "mock-key-not-a-secret"
 
 
 def run_speed_test(args: list[str], env: dict[str, str]) -> int:
@@ -35,7 +35,7 @@ def run_speed_test(args: list[str], env: dict[str, str]) -> int:
 
 
 def main(args: list[str]) -> int:
-    if os.environ.get("PARADIGM_API_KEY", "").strip():
+    if api_settings(require_key=False).api_key:
         return run_speed_test(args, dict(os.environ))
 
     from paradigm_kit.mock import (
@@ -48,7 +48,7 @@ def main(args: list[str]) -> int:
             f"({MOCK_LATENCY_S} s per request).",
             flush=True,  # before the script's own lines, which come from another process
         )
-        env = dict(os.environ, PARADIGM_BASE_URL=base_url, PARADIGM_API_KEY=PLACEHOLDER_KEY)
+        env = dict(os.environ, PARADIGM_BASE_URL=base_url, PARADIGM_API_KEY=MOCK_PLACEHOLDER_KEY)
         return run_speed_test(args, env)
 
 

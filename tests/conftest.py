@@ -9,6 +9,9 @@
   here, not 0.5); every mock it started is
   stopped when the test ends.
 * ``api_key``: a dummy key; any non-empty key works unless a mock is started with ``api_key=``.
+* ``FakeClock`` (``from conftest import FakeClock``) and the ``fake_clock`` fixture: a clock that
+  moves only when told (``advance``) or when a fake ``sleep`` is awaited, for the mock's
+  ``create_app(clock=...)``, ``TokenBucket`` and the runner's ``Pacer``: counted, never timed.
 
 Base URLs look like ``http://127.0.0.1:PORT/api/v2``; ``paradigm_kit.mock.mock_stats``,
 ``mock_log``, ``mock_report`` and ``reset_mock`` read the mock's ``/_mock`` endpoints.
@@ -16,6 +19,7 @@ Base URLs look like ``http://127.0.0.1:PORT/api/v2``; ``paradigm_kit.mock.mock_s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -23,6 +27,31 @@ import pytest
 from paradigm_kit.mock import running_mock, start_mock
 
 TEST_API_KEY = "test-key-not-a-secret"
+
+
+class FakeClock:
+    """A clock that moves only when told to: ``advance(s)``, or awaiting ``sleep(s)``."""
+
+    def __init__(self, now_s: float = 1000.0) -> None:
+        self.now_s = now_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
+
+    async def sleep(self, seconds: float) -> bool:
+        """A pacer's sleep: move the clock, let other tasks run, report "not stopped"."""
+        self.now_s += seconds
+        await asyncio.sleep(0)
+        return True
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A fresh ``FakeClock`` at t = 1000 s."""
+    return FakeClock()
 
 
 @pytest.fixture(scope="session")

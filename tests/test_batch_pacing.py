@@ -6,24 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import FakeClock
 from multidict import CIMultiDict
 
 from paradigm_kit.batch.pacing import Pacer, client_bucket, estimate_tokens
-
-
-class FakeClock:
-    """A clock that only moves when a fake sleep says so."""
-
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    async def sleep(self, seconds: float) -> bool:
-        self.now_s += seconds
-        await asyncio.sleep(0)  # let other workers run, as a real sleep would
-        return True
 
 
 def admissions_per_window(times_s: list[float], window_s: float) -> int:

@@ -14,6 +14,7 @@ import re
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from conftest import FakeClock
 
 from paradigm_kit.mock import MockConfig, create_app
 from paradigm_kit.mock.replies import completion_body, completion_payload, make_reply
@@ -37,19 +38,6 @@ FRENCH_PROMPT = (
     "Donne un accueil court d'une phrase hautement personnalisé à : {name}"
 )
 ENGLISH_PROMPT = "Say hello to the new user on Paradigm! Give a short, highly personalised one-sentence welcome to: {name}"
-
-
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
 
 
 def chat(content: str = "Hello", **fields: object) -> dict:

@@ -12,11 +12,11 @@ until all three agree:
 * the **requests bucket** has a unit: ``paradigm_kit.ratelimit.TokenBucket``, the very class the
   mock enforces with, so "600 per minute" means the same on both sides (R/60 per second, one
   second's worth of burst);
-* the **tokens bucket** has the request's estimated tokens: the prompt's characters / 4 plus
-  ``max_tokens`` (or ``DEFAULT_COMPLETION_TOKENS``), the way servers count a request at admission.
-  ``settle`` corrects it once the response's ``usage`` is known, so the estimate never drifts.
-  No tokenizer: tiktoken downloads its tables at run time, and a 25% error on an estimate that is
-  corrected after each response costs nothing.
+* the **tokens bucket** has the request's estimated tokens: ``paradigm_kit.tokens.estimate_tokens``,
+  the prompt plus ``max_tokens`` (or ``DEFAULT_COMPLETION_TOKENS``), the very rule the mock
+  charges with, the way servers count a request at admission. ``settle`` replaces the prompt's
+  estimate by the server's ``usage.prompt_tokens`` once known, so the estimate never drifts; the
+  completion budget stays charged, as the server charged it up front too.
 
 Waiters queue on an ``asyncio.Lock`` (FIFO), so one worker at a time waits for the buckets and
 no request starves, and there is no thundering herd of workers waking at each refill.
@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..ratelimit import TokenBucket
+from ..tokens import DEFAULT_COMPLETION_TOKENS, completion_budget, estimate_tokens
 
 __all__ = [
     "DEFAULT_COMPLETION_TOKENS",
@@ -53,8 +54,6 @@ __all__ = [
     "estimate_tokens",
 ]
 
-#: Completion tokens assumed for a request without ``max_tokens`` (the mock's default too).
-DEFAULT_COMPLETION_TOKENS = 256
 #: Fraction of a server's limit the client aims at (see the module docstring).
 RATE_HEADROOM = 0.99
 
@@ -66,28 +65,6 @@ def client_bucket(
     server_capacity = max(1.0, server_per_minute / 60.0)
     capacity = server_capacity - 1.0 if server_capacity >= 3.0 else server_capacity
     return TokenBucket(server_per_minute * RATE_HEADROOM, capacity=capacity, clock=clock)
-
-
-def _text_chars(content: Any) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):  # content parts: [{"type": "text", "text": "..."}, ...]
-        return sum(len(part.get("text", "")) for part in content if isinstance(part, dict))
-    return 0
-
-
-def estimate_tokens(body: Mapping[str, Any]) -> int:
-    """Tokens a server counts for ``body`` at admission: prompt characters / 4 (plus 4 per
-    message for the chat framing) plus ``max_tokens`` or ``DEFAULT_COMPLETION_TOKENS``."""
-    messages = body.get("messages")
-    prompt_tokens = 0
-    if isinstance(messages, list):
-        for message in messages:
-            if isinstance(message, dict):
-                prompt_tokens += 4 + _text_chars(message.get("content")) // 4
-    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
-    completion_tokens = max_tokens if isinstance(max_tokens, int) else DEFAULT_COMPLETION_TOKENS
-    return prompt_tokens + completion_tokens
 
 
 def _header_number(headers: Mapping[str, str], name: str) -> float | None:
@@ -131,10 +108,6 @@ class Pacer:
         self.cooldown_until = 0.0
         self._lock = asyncio.Lock()
         self.sleep = sleep or _plain_sleep
-
-    @property
-    def counts_tokens(self) -> bool:
-        return self.tokens_bucket is not None
 
     @property
     def learning(self) -> bool:
@@ -203,15 +176,15 @@ class Pacer:
             return 0
 
     def settle(self, tokens_taken: int, usage: Any, max_tokens: Any) -> None:
-        """Correct the tokens bucket once the server's ``usage`` is known: what it counted is
-        the prompt plus ``max_tokens`` (or the completion, when no ``max_tokens`` was set)."""
+        """Correct the tokens bucket once the server's ``usage`` is known: what it counted at
+        admission is its prompt tokens plus the completion budget (``max_tokens``, else the
+        default), not the completion it wrote: the mock, like real APIs, charges up front."""
         if self.tokens_bucket is None or not isinstance(usage, dict):
             return
         prompt = usage.get("prompt_tokens")
-        completion = max_tokens if isinstance(max_tokens, int) else usage.get("completion_tokens")
-        if not isinstance(prompt, int) or not isinstance(completion, int):
+        if not isinstance(prompt, int):
             return
-        difference = prompt + completion - tokens_taken
+        difference = prompt + completion_budget(max_tokens) - tokens_taken
         if difference > 0:
             self.tokens_bucket.charge(difference)
         elif difference < 0:

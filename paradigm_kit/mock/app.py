@@ -41,7 +41,8 @@ and on a rate-limited 429, ``Retry-After`` (whole seconds, rounded up, at least 
 ``Retry-After`` rounded up to whole seconds (HTTP allows no fraction), ``retry-after-ms`` exact. "Binding" means the bucket with the fewest units left when
 both a per-key and a global limit are set. A request costs 1 in a requests bucket and
 ``prompt tokens + max_tokens`` (``DEFAULT_COMPLETION_TOKENS`` when absent) in a tokens bucket,
-the estimate real APIs charge up front; it is not corrected by the actual usage.
+the estimate real APIs charge up front, counted by ``paradigm_kit.tokens`` (the rule the runner
+budgets with); it is not corrected by the actual usage.
 
 Speed (it must never be the bottleneck of a measurement): no middleware and no access log, the
 fault draw skips hashing when no fault or jitter is configured, no ``sleep`` when the latency is
@@ -65,14 +66,13 @@ from typing import Any
 from aiohttp import web
 
 from ..ratelimit import TokenBucket
+from ..tokens import completion_budget, estimate_prompt_tokens, estimate_text_tokens
 from .config import MockConfig
 from .faults import DROP, ERROR, SLOW, draw, identity_of_body
 from .replies import (
     chunk_payload,
     completion_body,
     error_payload,
-    estimate_prompt_tokens,
-    estimate_text_tokens,
     last_user_text,
     make_reply,
     models_payload,
@@ -83,7 +83,6 @@ from .stats import STATUS_CLIENT_CLOSED, STATUS_DROPPED, Recorder, key_hash
 __all__ = ["MOCK", "ClientError", "MockState", "RateLimits", "create_app"]
 
 API = "/api/v2"
-DEFAULT_COMPLETION_TOKENS = 100
 MAX_RUN_ID_CHARS = 100
 EMBEDDING_DIMENSIONS = 16
 NUMBER_RANGES = {
@@ -566,7 +565,7 @@ async def _answer_chat(
         return error_response(error, headers), error.status, None
     prompt_tokens = estimate_prompt_tokens(chat.messages)
     if mock.limits.enabled:
-        token_cost = prompt_tokens + (chat.max_tokens or DEFAULT_COMPLETION_TOKENS)
+        token_cost = prompt_tokens + completion_budget(chat.max_tokens)
         wait_s, which, limit_headers = mock.limits.admit(key, token_cost)
         headers.update(limit_headers)
         if wait_s > 0:

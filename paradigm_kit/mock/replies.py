@@ -8,11 +8,9 @@ text, and a notebook's committed output stays stable:
   the sentence is picked by a hash of the name, so twenty names do not all get the same words;
 * anything else gets a short reply that quotes the start of the last user message.
 
-Tokens are estimated without a tokenizer (nothing to download), and the estimate is documented
-because clients budget with it:
+Prompt tokens are counted by ``paradigm_kit.tokens``, the rule the kit's runner budgets with too
+(``ceil(characters / 4)`` per message plus 4 for the chat framing); here:
 
-* a prompt costs ``ceil(characters / 4)`` tokens per message plus 4 per message for the chat
-  framing, the usual rule of thumb, and the one the kit's runner uses for its own estimate;
 * a completion token is one word of the reply with its following space (``"Bonjour "``), so
   ``max_tokens`` cuts on a word boundary (``finish_reason: "length"``) and a streamed chunk is
   one token.
@@ -40,7 +38,6 @@ __all__ = [
     "completion_body",
     "completion_payload",
     "error_payload",
-    "estimate_prompt_tokens",
     "make_reply",
     "models_payload",
 ]
@@ -64,24 +61,7 @@ ENGLISH_TEMPLATES = (
 )
 GREETINGS = ((FRENCH_GREETING, FRENCH_TEMPLATES), (ENGLISH_GREETING, ENGLISH_TEMPLATES))
 WORD_PIECE = re.compile(r"\S+\s*")
-CHAT_FRAMING_TOKENS = 4
 QUOTE_CHARS = 60
-
-
-def estimate_text_tokens(text: str) -> int:
-    """About four characters a token, at least one for a non-empty text."""
-    return (len(text) + 3) // 4
-
-
-def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    """Prompt tokens of a validated ``messages`` list (see the module docstring)."""
-    total = 0
-    for message in messages:
-        content = message.get("content")
-        total += CHAT_FRAMING_TOKENS + (
-            estimate_text_tokens(content) if isinstance(content, str) else 0
-        )
-    return total
 
 
 def _pick(templates: tuple[str, ...], name: str) -> str:

@@ -30,7 +30,6 @@ Design
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 import urllib.parse
 from collections.abc import Iterator
@@ -38,12 +37,9 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from ..settings import DEFAULT_BASE_URL, DEFAULT_MODEL
+from ..settings import DEFAULT_MODEL, MOCK_PLACEHOLDER_KEY, api_settings
 
 __all__ = ["Connection", "connect", "local_mock", "versions"]
-
-# The mock accepts any non-empty key; this one says what it is if it ever shows up in a log.
-MOCK_PLACEHOLDER_KEY = "mock-key-not-a-secret"
 
 BANNER_PACKAGES = ("aiohttp", "requests", "tqdm", "matplotlib", "paradigm-kit")
 
@@ -84,11 +80,10 @@ def connect(
     are the mock's CLI flags with underscores (``latency=0.5``, ``error_rate=0.2``, ``seed=7``);
     they only apply when the mock is started.
     """
-    api_key = os.environ.get("PARADIGM_API_KEY", "").strip()
-    if api_key:
-        url = base_url or os.environ.get("PARADIGM_BASE_URL", "").strip() or DEFAULT_BASE_URL
-        print(f"PARADIGM_API_KEY is set: requests go to {_printable(url.rstrip('/'))}")
-        return Connection(base_url=url.rstrip("/"), api_key=api_key, model=model)
+    settings = api_settings(require_key=False, base_url=base_url)
+    if settings.api_key:
+        print(f"PARADIGM_API_KEY is set: requests go to {_printable(settings.base_url)}")
+        return Connection(base_url=settings.base_url, api_key=settings.api_key, model=model)
     connection = _start_mock(model, mock_flags)
     print(
         "PARADIGM_API_KEY is not set: using the bundled mock server "

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from ..settings import DEFAULT_BASE_URL, DEFAULT_MODEL
+from ..settings import DEFAULT_MODEL, api_settings
 
 __all__ = ["Check", "run_doctor", "main"]
 
@@ -355,9 +355,9 @@ def check_bundled_mock(timeout_s: float = SERVER_TIMEOUT_S) -> list[Check]:
 
 def check_endpoint(base_url: str | None, api_key: str | None) -> list[Check]:
     """The server and key checks, or the bundled mock's when no key is set (as the notebooks do)."""
-    key = (api_key if api_key is not None else os.environ.get("PARADIGM_API_KEY", "")).strip()
-    env_url = os.environ.get("PARADIGM_BASE_URL", "").strip()
-    url = (base_url or env_url or DEFAULT_BASE_URL).rstrip("/")
+    settings = api_settings(require_key=False, base_url=base_url)
+    key = (api_key if api_key is not None else settings.api_key).strip()
+    url = settings.base_url
     if key:
         return check_server(url, key)
     note = Check(
@@ -365,7 +365,7 @@ def check_endpoint(base_url: str | None, api_key: str | None) -> list[Check]:
         "ok",
         "PARADIGM_API_KEY is not set: the notebooks will use the bundled mock (no network needed)",
     )
-    if base_url or env_url:
+    if settings.base_url_set:
         note = Check(
             "key",
             "warn",
