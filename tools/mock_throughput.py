@@ -1,8 +1,9 @@
 """Measure the mock's throughput: ``python tools/mock_throughput.py [--requests N] [--concurrency C]``.
 
 Not a test (no timing is ever a pass/fail here): a script that prints figures for the notes.
-It starts a mock subprocess with ``running_mock`` and drives it from *this* process with raw
-aiohttp, so server and client each get their own interpreter, as in real use:
+It starts a mock subprocess and drives it with the benchmarks' harness
+(``paradigm_kit.bench.measure.run_contender``, the ``bare_aiohttp`` contender: raw aiohttp, a
+semaphore, answers dropped), so server and client each get their own interpreter, as in real use:
 
 1. ``--requests`` chat completions at zero latency, ``--concurrency`` in flight (default 5,000 and
    100), after a short warm-up: requests per second, and the mock's CPU time per request (read
@@ -14,41 +15,26 @@ aiohttp, so server and client each get their own interpreter, as in real use:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import time
 
-import aiohttp
-
+from paradigm_kit.bench.measure import new_run_keys, run_contender
 from paradigm_kit.mock import mock_stats, running_mock, start_mock
 
-HEADERS = {"Authorization": "Bearer bench-key"}
+RUN_TIMEOUT_S = 600.0
 
 
-async def drive(base_url: str, n_requests: int, concurrency: int) -> tuple[int, float]:
+def drive(base_url: str, n_requests: int, concurrency: int) -> tuple[int, float]:
     """Send ``n_requests`` with at most ``concurrency`` in flight: (succeeded, wall seconds)."""
-    url = base_url + "/chat/completions"
-    succeeded = 0
-    next_index = 0
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, headers=HEADERS) as session:
-
-        async def worker() -> None:
-            nonlocal succeeded, next_index
-            while next_index < n_requests:
-                index = next_index
-                next_index += 1
-                payload = {
-                    "model": "alfred-4.2",
-                    "messages": [{"role": "user", "content": f"hi {index}"}],
-                }
-                async with session.post(url, json=payload) as response:
-                    await response.read()
-                    succeeded += response.status == 200
-
-        started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return succeeded, time.monotonic() - started
+    spec = {
+        "contender": "bare_aiohttp",
+        "base_url": base_url,
+        "n_requests": n_requests,
+        "concurrency": concurrency,
+        "warmup_requests": 0,  # the mock's CPU is read around the timed runs: nothing else
+        "max_tokens": 20,
+    }
+    run = run_contender(spec, new_run_keys(), timeout_s=RUN_TIMEOUT_S)
+    return run["statuses"].get("200", 0), run["wall_s"]
 
 
 def process_cpu_s(pid: int) -> float | None:
@@ -73,11 +59,11 @@ def main() -> None:
 
     handle = start_mock(latency=0.0)
     try:
-        asyncio.run(drive(handle.base_url, 500, args.concurrency))  # warm-up
+        drive(handle.base_url, 500, args.concurrency)  # the mock's warm-up
         rates = []
         cpu_before_s = process_cpu_s(handle.pid)
         for _ in range(args.repeat):
-            succeeded, wall_s = asyncio.run(drive(handle.base_url, args.requests, args.concurrency))
+            succeeded, wall_s = drive(handle.base_url, args.requests, args.concurrency)
             rates.append(args.requests / wall_s)
             assert succeeded == args.requests, f"only {succeeded} of {args.requests} succeeded"
         cpu_after_s = process_cpu_s(handle.pid)
@@ -95,7 +81,7 @@ def main() -> None:
         )
 
     with running_mock(latency=0.5) as base_url:
-        succeeded, wall_s = asyncio.run(drive(base_url, args.slow_requests, args.slow_requests))
+        succeeded, wall_s = drive(base_url, args.slow_requests, args.slow_requests)
         peak = mock_stats(base_url)["peak_concurrency"]
         print(
             f"0.5 s latency: {succeeded}/{args.slow_requests} succeeded, all in flight at once "

@@ -11,8 +11,9 @@ to that contender alone. Here:
 3. ``gc.collect()``, then the timed run between two ``getrusage(RUSAGE_SELF)`` readings, which
    give the CPU time of the timed run alone (user + system, every thread of the process);
 4. one JSON line on stdout with the figures (latency percentiles computed here, so that 100k
-   floats never cross the pipe), and the process's peak RSS (``peak_rss_mb`` says why it is read
-   here rather than from the parent's ``os.wait4``).
+   floats never cross the pipe), and the process's peak RSS before and after the timed run
+   (``peak_rss_mb``, the kit's one reading of memory, says why it is read here rather than from
+   the parent's ``os.wait4``).
 
 The API keys arrive in the environment (``BENCH_API_KEY``, ``BENCH_WARMUP_API_KEY``), never on
 the command line where ``ps`` would show them, and are never printed.
@@ -87,6 +88,7 @@ def measure(spec: dict) -> dict:
         )
         run(warmup_job)
     gc.collect()
+    peak_rss_before_mb = peak_rss_mb()  # the peak so far: start-up, imports and warm-up
     cpu_before_s = _cpu_s()
     outcome = run(timed_job)
     cpu_s = _cpu_s() - cpu_before_s
@@ -97,6 +99,7 @@ def measure(spec: dict) -> dict:
         "threads_peak": outcome.threads_peak,
         "latency": latency_percentiles(outcome.latencies_s),
         "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_before_mb": peak_rss_before_mb,
     }
 
 

@@ -45,6 +45,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..seed import GREETING_PROMPT, seed_name
+from ..settings import DEFAULT_MODEL
+
 __all__ = [
     "CONTENDERS",
     "NEEDS_INPUT_FILE",
@@ -54,17 +57,8 @@ __all__ = [
     "write_input_file",
 ]
 
-MODEL = "alfred-4.2"
+MODEL = DEFAULT_MODEL
 REQUEST_TIMEOUT_S = 120.0
-GREETING_PROMPT = (
-    "Dis bonjour au nouvel utilisateur sur Paradigm ! "
-    "Donne un accueil court d'une phrase hautement personnalisé à : {name}"
-)
-NAMES = (
-    "Alice", "Bob", "Charlie", "David", "Emma", "Frank", "Grace", "Hannah", "Ian", "Jessica",
-    "Kevin", "Linda", "Michael", "Nancy", "Olivia", "Peter", "Quincy", "Rachel", "Samuel",
-    "Tiffany",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -92,9 +86,7 @@ class RunOutcome:
 
 def request_body(index: int, max_tokens: int | list[int]) -> dict:
     """The ``index``-th request of a batch: the seed's greeting, names cycled with a suffix."""
-    name = NAMES[index % len(NAMES)]
-    if index >= len(NAMES):
-        name = f"{name} {index // len(NAMES) + 1}"
+    name = seed_name(index)
     if isinstance(max_tokens, list):
         max_tokens = max_tokens[index % len(max_tokens)]
     return {

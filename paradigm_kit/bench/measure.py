@@ -5,10 +5,9 @@ with ``os.wait4``, which returns, with the exit status, the resource usage of th
 
 * ``ru_utime + ru_stime``: its whole CPU time, start-up and warm-up included (reported beside the
   timed run's own CPU time, which the child measures with ``getrusage``);
-* ``ru_maxrss``: its peak resident memory, kept as ``rusage_maxrss_mb``; but on Linux the kernel
-  carries the *parent's* high-water mark into a forked child across ``exec``, so that figure never
-  drops below the benchmark process's own size. The peak RSS the memory scenario reports is the
-  child's own ``VmHWM`` (``child.peak_rss_mb``), which only counts the contender's address space.
+* not its ``ru_maxrss``: on Linux the kernel carries the *parent's* high-water mark into a forked
+  child across ``exec``, so that figure never drops below the benchmark process's own size. Peak
+  memory is read once, by the child itself (``child.peak_rss_mb``: its own ``VmHWM``).
 
 Waiting without polling: ``os.wait4(pid, 0)`` blocks until the child ends, and a
 ``threading.Timer`` kills it if it outlives its timeout (then the run is reported as failed). Its
@@ -37,7 +36,7 @@ from dataclasses import dataclass
 
 from paradigm_kit.bench.child import KEY_ENV, WARMUP_KEY_ENV
 
-__all__ = ["BenchRunError", "RunKeys", "maxrss_mb", "new_run_keys", "run_contender"]
+__all__ = ["BenchRunError", "RunKeys", "new_run_keys", "run_contender"]
 
 
 class BenchRunError(RuntimeError):
@@ -59,11 +58,6 @@ def new_run_keys() -> RunKeys:
     return RunKeys(f"bench-{secrets.token_hex(8)}", f"bench-warmup-{secrets.token_hex(8)}")
 
 
-def maxrss_mb(maxrss: int) -> float:
-    """``ru_maxrss`` in MiB: Linux reports kilobytes, macOS bytes."""
-    return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024
-
-
 def _warning_flags() -> list[str]:
     """The parent's ``-W`` options, passed on so that ``-W error`` also holds in the children."""
     return [f"-W{option}" for option in sys.warnoptions]
@@ -73,8 +67,8 @@ def run_contender(spec: dict, keys: RunKeys, *, timeout_s: float) -> dict:
     """Run one contender's warm-up + timed run in its own process; return its figures.
 
     The result is the child's JSON (``wall_s``, ``cpu_s``, ``statuses``, ``threads_peak``,
-    ``latency``, ``peak_rss_mb``) plus ``process_cpu_s`` and ``rusage_maxrss_mb`` from the
-    child's rusage.
+    ``latency``, ``peak_rss_mb``, ``peak_rss_before_mb``) plus ``process_cpu_s`` from the child's
+    rusage.
     """
     with tempfile.TemporaryDirectory(prefix="bench-") as work_dir:
         command = [
@@ -108,7 +102,6 @@ def run_contender(spec: dict, keys: RunKeys, *, timeout_s: float) -> dict:
         why = "timed out" if process.returncode == -signal.SIGKILL else f"exit {process.returncode}"
         raise BenchRunError(f"{name} ({why}); stderr tail:\n{stderr_tail}")
     result = json.loads(lines[-1])
-    result["rusage_maxrss_mb"] = maxrss_mb(usage.ru_maxrss)
     result["process_cpu_s"] = usage.ru_utime + usage.ru_stime
     return result
 

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..seed import GREETING_PROMPT, SEED_NAMES
 from ..settings import DEFAULT_MODEL
 
 __all__ = [
@@ -73,15 +74,6 @@ __all__ = [
     "stop_exercise_mocks",
 ]
 
-SEED_NAMES = (
-    "Alice", "Bob", "Charlie", "David", "Emma", "Frank", "Grace", "Hannah", "Ian", "Jessica",
-    "Kevin", "Linda", "Michael", "Nancy", "Olivia", "Peter", "Quincy", "Rachel", "Samuel",
-    "Tiffany",
-)  # fmt: skip
-GREETING_PROMPT = (
-    "Dis bonjour au nouvel utilisateur sur Paradigm ! "
-    "Donne un accueil court d'une phrase hautement personnalisé à : {name}"
-)
 UNKNOWN_MODEL = "no-such-model"
 RETRY_AFTER_SLACK_S = 0.010  # the mock's own clock slack when it grades retries
 
