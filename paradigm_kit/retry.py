@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,7 +52,6 @@ __all__ = [
     "RETRYABLE_EXCEPTIONS",
     "RetryPolicy",
     "is_retryable_status",
-    "parse_duration_s",
     "parse_retry_after_s",
 ]
 
@@ -76,28 +74,6 @@ RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
 def is_retryable_status(status: int) -> bool:
     """True for 408, 409, 429 and 5xx: statuses where the same request may succeed later."""
     return status >= 500 or status in _RETRYABLE_4XX
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|h|m|s)?")
-
-
-def parse_duration_s(text: str | None) -> float | None:
-    """Seconds in a duration header: ``"1.5"``, ``"0.1s"``, ``"20ms"``, ``"1m30s"`` (OpenAI's
-    ``x-ratelimit-reset-*`` style). ``None`` when absent or unreadable."""
-    if not text:
-        return None
-    text = text.strip()
-    total_s = 0.0
-    position = 0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != position:
-            return None
-        value, unit = float(match.group(1)), match.group(2) or "s"
-        total_s += value * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
-        position = match.end()
-    if position != len(text) or position == 0:
-        return None
-    return total_s
 
 
 def parse_retry_after_s(headers: Mapping[str, str], now_s: float | None = None) -> float | None:

@@ -16,7 +16,7 @@ cooldown), in flight (``t_started`` to ``t_end``), then waiting to retry (``t_en
 ``TimelineRecorder`` keeps records in a list (notebooks: a few hundred requests), or streams them
 as JSON lines to a file (the runner's ``--timeline FILE``: memory stays flat at 100k requests).
 Recording is cheap enough to leave on: the runner passes plain numbers, the recorder formats one
-short line per attempt and writes them in batches.
+short line per attempt and writes them in batches (``lines.LineWriter``, the runner's writer too).
 
 ``plot_timeline(records, title=...)`` draws one row per request, time in seconds on the x axis,
 the four states in distinct colours, with a legend. matplotlib is imported inside the function
@@ -31,6 +31,8 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from .lines import LineWriter
 
 __all__ = ["RequestRecord", "TimelineRecorder", "load_timeline", "plot_timeline"]
 
@@ -73,9 +75,12 @@ class TimelineRecorder:
         self.t0 = time.monotonic() if t0 is None else t0
         self.path = path
         self.records: list[RequestRecord] = []
-        self._lines: list[str] = []
-        self._flush_every = flush_every
-        self._file = open(path, "w", encoding="utf-8") if path is not None else None  # noqa: SIM115
+        # no flush timer: record() may be called outside an event loop (a notebook's track())
+        self._file = (
+            LineWriter(path, append=False, flush_lines=flush_every, flush_interval_s=None)
+            if path is not None
+            else None
+        )
 
     def record(
         self,
@@ -107,25 +112,20 @@ class TimelineRecorder:
             )
             return
         first_byte = "null" if t_first_byte is None else f"{t_first_byte - t0:.6f}"
-        self._lines.append(
+        self._file.write(
             f'{{"id":{json.dumps(request_id)},"attempt":{attempt},'
             f'"t_queued":{t_queued - t0:.6f},"t_started":{t_started - t0:.6f},'
             f'"t_first_byte":{first_byte},"t_end":{t_end - t0:.6f},'
             f'"status":{"null" if status is None else status},"outcome":"{outcome}",'
-            f'"retry_wait_s":{retry_wait_s:.6f}}}\n'
+            f'"retry_wait_s":{retry_wait_s:.6f}}}\n'.encode()
         )
-        if len(self._lines) >= self._flush_every:
-            self.flush()
 
     def flush(self) -> None:
-        if self._file is not None and self._lines:
-            self._file.write("".join(self._lines))
+        if self._file is not None:
             self._file.flush()
-            self._lines.clear()
 
     def close(self) -> None:
         if self._file is not None:
-            self.flush()
             self._file.close()
             self._file = None
 

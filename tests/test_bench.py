@@ -14,7 +14,7 @@ import pytest
 from paradigm_kit.bench.measure import new_run_keys, run_contender
 from paradigm_kit.bench.plots import PLOT_FILES
 from paradigm_kit.bench.scenarios import SCENARIOS
-from paradigm_kit.bench.stats import percentile, spread
+from paradigm_kit.bench.stats import latency_percentiles, spread
 from paradigm_kit.mock import running_mock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,11 +133,25 @@ def test_bench_child_peak_rss_ignores_the_parents_memory():
         pytest.param([2.0, 9.0, 1.0, 7.0], id="even"),
     ],
 )
-def test_stats_percentile_50_is_the_median(values):
-    """The 50th percentile is the median; the 0th and 100th are the extremes."""
-    assert percentile(values, 50) == pytest.approx(statistics.median(values))
-    assert percentile(values, 0) == min(values)
-    assert percentile(values, 100) == max(values)
+def test_stats_latency_p50_is_the_median_and_max_the_largest(values):
+    """p50 is the median, max the largest value, p99 between the two largest (interpolated)."""
+    figures = latency_percentiles(values)
+    assert figures["p50_s"] == pytest.approx(statistics.median(values))
+    assert figures["max_s"] == max(values)
+    assert sorted(values)[-min(2, len(values))] <= figures["p99_s"] <= max(values)
+
+
+def test_stats_percentiles_of_one_or_no_value():
+    """One latency is every percentile; none gives NaN, not an error."""
+    assert set(latency_percentiles([0.25]).values()) == {0.25}
+    assert all(math.isnan(v) for v in latency_percentiles([]).values())
+
+
+def test_stats_spread_quartiles_interpolate_linearly():
+    """Four or more repetitions add q1 and q3, linearly interpolated (numpy's default)."""
+    summary = spread([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert (summary["q1"], summary["median"], summary["q3"]) == (2.0, 3.0, 4.0)
+    assert spread([1.0, 2.0, 3.0, 4.0])["q1"] == pytest.approx(1.75)
 
 
 def test_stats_spread_ignores_unmeasured_values():

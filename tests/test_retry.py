@@ -15,7 +15,6 @@ from paradigm_kit.retry import (
     RETRYABLE_EXCEPTIONS,
     RetryPolicy,
     is_retryable_status,
-    parse_duration_s,
     parse_retry_after_s,
 )
 
@@ -72,24 +71,6 @@ def test_parse_retry_after_reads_an_http_date():
     )
     past = email.utils.formatdate(now_s - 30, usegmt=True)
     assert parse_retry_after_s(CIMultiDict({"Retry-After": past}), now_s=now_s) == 0.0
-
-
-@pytest.mark.parametrize(
-    ("text", "expected_s"),
-    [
-        ("0.1s", 0.1),
-        ("2", 2.0),
-        ("20ms", 0.02),
-        ("1m30s", 90.0),
-        ("6m0s", 360.0),
-        ("", None),
-        ("x1", None),
-    ],
-)
-def test_parse_duration_reads_ratelimit_reset_formats(text, expected_s):
-    """x-ratelimit-reset-* durations: bare seconds, '0.1s', '20ms', '1m30s'."""
-    result = parse_duration_s(text)
-    assert result == (pytest.approx(expected_s) if expected_s is not None else None)
 
 
 def test_backoff_equal_jitter_grows_and_stays_within_bounds():

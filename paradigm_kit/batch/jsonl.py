@@ -8,8 +8,8 @@ the input is never held in memory; a line that is not a JSON object becomes a tu
 stops a batch.
 
 Output: one line per request, ``{"id", "line", "attempts", "latency_s", "response"}`` or the
-same with ``"error": {"status", "message", ...}``. ``OutputWriter`` appends lines in batches: a
-line is buffered, and the buffer is written (no fsync) when it holds ``flush_lines`` lines or
+same with ``"error": {"status", "message", ...}``. ``OutputWriter`` (``lines.LineWriter``, the
+kit's one buffered writer) appends lines in batches: a line is buffered, and the buffer is written (no fsync) when it holds ``flush_lines`` lines or
 ``flush_interval_s`` after its first line, by a timer on the event loop rather than a polling
 task. Each line is written whole with its newline; a kill can only tear the very last line.
 
@@ -23,12 +23,13 @@ output in input order by each record's ``line``, keeping only (line, offset) pai
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..lines import LineWriter as OutputWriter
 
 __all__ = [
     "OutputState",
@@ -107,48 +108,6 @@ def count_lines(path: str | os.PathLike[str]) -> int:
             count += chunk.count(b"\n")
             last = chunk[-1:]
     return count + (last != b"\n")
-
-
-class OutputWriter:
-    """Appends whole lines to ``path`` in batches; see the module docstring."""
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        flush_lines: int = 1000,
-        flush_interval_s: float = 0.05,
-    ) -> None:
-        self.path = path
-        self._file = open(path, "ab")  # noqa: SIM115 (closed by close())
-        self._lines: list[bytes] = []
-        self._flush_lines = flush_lines
-        self._flush_interval_s = flush_interval_s
-        self._timer: asyncio.TimerHandle | None = None
-
-    def write(self, line: bytes) -> None:
-        """Buffer one line (bytes ending with a newline)."""
-        lines = self._lines
-        lines.append(line)
-        if len(lines) >= self._flush_lines:
-            self.flush()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._flush_interval_s, self.flush)
-
-    def flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._lines and self._file is not None:
-            self._file.write(b"".join(self._lines))
-            self._file.flush()
-            self._lines.clear()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self.flush()
-            self._file.close()
-            self._file = None
 
 
 def drop_torn_tail(path: str | os.PathLike[str]) -> int:

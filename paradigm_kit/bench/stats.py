@@ -10,8 +10,9 @@ Two levels, kept apart on purpose:
   least four repetitions (``spread``). The median, not the mean: on a shared 2-core machine one
   repetition can be slowed by a neighbour, and a median ignores it where a mean would not.
 
-Percentiles interpolate linearly between order statistics (numpy's default), so the p99 of 20
-values is a value between the two largest rather than always the maximum. Standard library only.
+Percentiles are ``statistics.quantiles(..., method="inclusive")``: linear interpolation between
+order statistics (numpy's default), so the p99 of 20 values is a value between the two largest
+rather than always the maximum. Standard library only.
 """
 
 from __future__ import annotations
@@ -20,30 +21,22 @@ import math
 import statistics
 from collections.abc import Sequence
 
-__all__ = ["latency_percentiles", "percentile", "spread"]
+__all__ = ["latency_percentiles", "spread"]
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) of ``values``, linear interpolation; NaN if empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100.0
-    below = math.floor(position)
-    above = min(below + 1, len(ordered) - 1)
-    fraction = position - below
-    return ordered[below] + (ordered[above] - ordered[below]) * fraction
+def _cut_points(values: Sequence[float], n: int) -> list[float]:
+    """The ``n - 1`` cut points of ``values`` into ``n`` equal groups (one value: itself)."""
+    if len(values) == 1:  # quantiles() needs two points before Python 3.13
+        return [values[0]] * (n - 1)
+    return statistics.quantiles(values, n=n, method="inclusive")
 
 
 def latency_percentiles(latencies_s: Sequence[float]) -> dict[str, float]:
-    """p50, p90, p99 and max of one run's per-request latencies, in seconds."""
-    ordered = sorted(latencies_s)
-    return {
-        "p50_s": percentile(ordered, 50),
-        "p90_s": percentile(ordered, 90),
-        "p99_s": percentile(ordered, 99),
-        "max_s": ordered[-1] if ordered else math.nan,
-    }
+    """p50, p90, p99 and max of one run's per-request latencies, in seconds (NaN if none)."""
+    if not latencies_s:
+        return dict.fromkeys(("p50_s", "p90_s", "p99_s", "max_s"), math.nan)
+    cuts = _cut_points(latencies_s, 100)
+    return {"p50_s": cuts[49], "p90_s": cuts[89], "p99_s": cuts[98], "max_s": max(latencies_s)}
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
@@ -58,6 +51,5 @@ def spread(values: Sequence[float]) -> dict[str, float]:
         "n": len(finite),
     }
     if len(finite) >= 4:
-        summary["q1"] = percentile(finite, 25)
-        summary["q3"] = percentile(finite, 75)
+        summary["q1"], _, summary["q3"] = _cut_points(finite, 4)
     return summary

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -101,7 +101,7 @@ class RunStats:
     )
 
     def __init__(self, log_limit: int) -> None:
-        self.requests_by_status: dict[int, int] = {}
+        self.requests_by_status: Counter[int] = Counter()
         self.total = 0
         self.in_flight = 0
         self.peak_concurrency = 0
@@ -137,8 +137,8 @@ class Recorder:
         self.t0 = self._clock()
         self.runs: dict[str, RunStats] = {}
         self.run_keys: dict[str, str] = {}  # run -> key hash of its first attempt
-        self.keys: dict[str, dict[int, int]] = {}  # key hash -> requests by status
-        self.requests_by_status: dict[int, int] = {}
+        self.keys: defaultdict[str, Counter[int]] = defaultdict(Counter)  # key hash -> by status
+        self.requests_by_status: Counter[int] = Counter()
         self.total = 0
         self.in_flight = 0
         self.peak_concurrency = 0
@@ -186,12 +186,9 @@ class Recorder:
         stats.in_flight -= 1
         self.total += 1
         stats.total += 1
-        self.requests_by_status[status] = self.requests_by_status.get(status, 0) + 1
-        stats.requests_by_status[status] = stats.requests_by_status.get(status, 0) + 1
-        by_key = self.keys.get(key)
-        if by_key is None:
-            by_key = self.keys[key] = {}
-        by_key[status] = by_key.get(status, 0) + 1
+        self.requests_by_status[status] += 1
+        stats.requests_by_status[status] += 1
+        self.keys[key][status] += 1
         stats.log.append((identity, attempt, t_start, t_end, status, retry_after_s, key))
         state = stats.identities[identity]
         if attempt == state.attempts:  # the latest attempt (a hedged earlier one may end later)
@@ -348,9 +345,7 @@ def _by_status(counts: dict[int, int]) -> dict[str, int]:
 
 def _histogram(values: Any) -> dict[str, int]:
     """``{"1": requests that took one attempt, "2": ..., ...}``."""
-    histogram: dict[int, int] = {}
-    for value in values:
-        histogram[value] = histogram.get(value, 0) + 1
+    histogram = Counter(values)
     return {str(n): histogram[n] for n in sorted(histogram)}
 
 
