@@ -162,7 +162,9 @@ def test_run_batch_honours_retry_after(start_mock_server, tmp_path):
         make_requests(40), tmp_path / "out.jsonl", base_url, concurrency=10, max_retries=9
     )
     assert summary.succeeded == 40
-    assert summary.retried > 0  # faults did happen, so the report card judged real retries
+    # the fates are seeded per request and attempt: 24 injected errors, each retried once
+    assert summary.retried == 24
+    assert mock_stats(base_url)["requests_by_status"] == {"200": 40, "429": 12, "503": 12}
     problems = mock_report(base_url)["problems"]
     assert problems["retried_before_retry_after"]["count"] == 0
     assert problems["retried_non_retryable_4xx"]["count"] == 0
@@ -180,21 +182,28 @@ def test_run_batch_retries_timeouts(start_mock_server, tmp_path):
         retry_policy=RetryPolicy(max_retries=9, base_delay_s=0.01),
     )
     assert summary.succeeded == 20
-    assert summary.retried > 0  # some attempts were slow, timed out and were sent again
+    # seeded: 8 attempts drawn slow, each abandoned at 0.5 s (the mock logs 499) and sent again
+    assert summary.retried == 8
+    assert mock_stats(base_url)["requests_by_status"] == {"200": 20, "499": 8}
 
 
 def test_run_batch_timeout_starts_when_the_request_has_its_slot(start_mock_server, tmp_path):
-    """With one slot, ten 0.2 s requests each get their own 0.5 s: none times out waiting."""
-    base_url = start_mock_server(latency=0.2)
+    """With one slot, twenty 0.1 s requests each get their own 1 s: none times out waiting.
+
+    Were the clock started at submission, the 11th request would have waited at least 10 x 0.1 s
+    (the mock's latency, a floor whatever the machine's load) and timed out; a request in flight
+    has 0.9 s of slack, which no load on a test machine eats."""
+    base_url = start_mock_server(latency=0.1)
     summary = run(
-        make_requests(10),
+        make_requests(20),
         tmp_path / "out.jsonl",
         base_url,
         concurrency=1,
-        timeout_s=0.5,
+        timeout_s=1.0,
         max_retries=0,
     )
-    assert summary.succeeded == 10 and summary.retried == 0
+    assert summary.succeeded == 20 and summary.retried == 0
+    assert mock_stats(base_url)["requests_by_status"] == {"200": 20}  # no 499: none abandoned
 
 
 def test_run_batch_fails_a_request_whose_retry_after_is_over_the_cap(start_mock_server, tmp_path):
