@@ -10,7 +10,7 @@ with its newline) and writes the buffer in one call, without fsync:
   loop (``call_later``, not a polling task), so a slow run's lines do not wait for a full
   buffer; without an interval (code that may run outside a loop) only the count and ``close``
   flush;
-* on ``close`` (also a context manager).
+* on ``close``.
 
 Each line is written whole, so a kill can only tear the very last one.
 """
@@ -64,9 +64,3 @@ class LineWriter:
             self.flush()
             self._file.close()
             self._file = None
-
-    def __enter__(self) -> LineWriter:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

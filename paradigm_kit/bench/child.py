@@ -28,6 +28,7 @@ import resource
 import sys
 
 from paradigm_kit.bench.contenders import CONTENDERS, NEEDS_INPUT_FILE, Job, write_input_file
+from paradigm_kit.bench.machine import proc_field
 from paradigm_kit.bench.stats import latency_percentiles
 
 KEY_ENV = "BENCH_API_KEY"
@@ -42,13 +43,9 @@ def peak_rss_mb() -> float:
     time of the fork (a 300 MB parent gives every child "300 MB"). ``VmHWM`` belongs to the
     address space the child got from ``exec``: its own figure.
     """
-    try:
-        with open("/proc/self/status", encoding="ascii") as file:
-            for line in file:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    high_water_mark = proc_field("/proc/self/status", "VmHWM:")  # "41236 kB"
+    if high_water_mark:
+        return int(high_water_mark.split()[0]) / 1024
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024
 

@@ -13,7 +13,7 @@ import platform
 import sys
 from importlib import metadata
 
-__all__ = ["describe_machine", "load_average"]
+__all__ = ["describe_machine", "load_average", "proc_field"]
 
 PACKAGES = (
     "paradigm-kit",
@@ -39,26 +39,25 @@ def _package_versions() -> dict[str, str | None]:
     return versions
 
 
-def _cpu_model() -> str | None:
+def proc_field(path: str, name: str) -> str | None:
+    """The value of the first ``name: value`` line of a /proc file; None without /proc."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
+        with open(path, encoding="utf-8") as file:
             for line in file:
-                if line.startswith("model name"):
+                if line.startswith(name):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or None
+    return None
+
+
+def _cpu_model() -> str | None:
+    return proc_field("/proc/cpuinfo", "model name") or platform.processor() or None
 
 
 def _memory_total_mb() -> float | None:
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as file:
-            for line in file:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+    total = proc_field("/proc/meminfo", "MemTotal:")  # "16384256 kB"
+    return int(total.split()[0]) / 1024 if total else None
 
 
 def load_average() -> list[float] | None:

@@ -50,6 +50,13 @@ def _medians(summaries: list[dict]) -> list[float]:
     return [_value(s, "median") for s in summaries]
 
 
+def _label(ax, scenario: dict, ylabel: str, legend_loc: str = "best") -> None:
+    """The y label, the scenario's title as the chart's, and the legend."""
+    ax.set_ylabel(ylabel)
+    ax.set_title(scenario["title"])
+    ax.legend(loc=legend_loc)
+
+
 def _bars(ax, labels: list[str], summaries: list[dict], colors=None, horizontal: bool = False):
     positions = range(len(labels))
     color = colors or MEASURED
@@ -140,9 +147,7 @@ def _plot_variable(plt, scenario: dict):
     ax.axhline(ideal, color=HIGHLIGHT, linestyle="--", label=f"ideal sum/max = {ideal:.2f}")
     n = scenario["params"]["n_requests"]
     ax.axhline(n, color=REFERENCE, linestyle=":", label=f"N = {n} (the equal-latency ideal)")
-    ax.set_ylabel("improvement factor (sync time / async time)")
-    ax.set_title(scenario["title"])
-    ax.legend(loc="lower right")
+    _label(ax, scenario, "improvement factor (sync time / async time)", legend_loc="lower right")
     return fig
 
 
@@ -188,9 +193,7 @@ def _plot_memory(plt, scenario: dict):
         )
     ax.axhline(100, color=HIGHLIGHT, linestyle="--", label="100 MB (runner target)")
     ax.set_xticks(range(len(sizes)), [f"{n:,} requests" for n in sizes])
-    ax.set_ylabel("peak RSS of the process (MB)")
-    ax.set_title(scenario["title"])
-    ax.legend()
+    _label(ax, scenario, "peak RSS of the process (MB)")
     return fig
 
 
@@ -205,9 +208,7 @@ def _plot_rate_limit(plt, scenario: dict):
             f"{row['server_429']['median']:.0f} x 429", (i, 0.5), ha="center", color="white"
         )
     ax.set_ylim(0, 1.15)
-    ax.set_ylabel("steady achieved rate / R")
-    ax.set_title(scenario["title"])
-    ax.legend(loc="lower right")
+    _label(ax, scenario, "steady achieved rate / R", legend_loc="lower right")
     return fig
 
 

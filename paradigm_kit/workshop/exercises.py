@@ -329,6 +329,13 @@ def _report(name: str, solved: bool, message: str) -> CheckResult:
     return CheckResult(name, solved, message)
 
 
+def _answers_problem(ex: Exercise, attempts: list[Attempt], replies: Any) -> str | None:
+    """Why a greeting batch is not done: a request left unanswered, or the replies wrong."""
+    if _ok_count(attempts) < len(ex.names):
+        return f"the mock answered {_ok_count(attempts)} of {len(ex.names)} requests"
+    return _replies_problem(ex, replies)
+
+
 def _replies_problem(ex: Exercise, replies: Any) -> str | None:
     """What is wrong with a list of replies meant to greet ``ex.names`` in order, or None."""
     if not isinstance(replies, (list, tuple)):
@@ -399,9 +406,7 @@ def check_input_order(ex: Exercise, replies: Any) -> CheckResult:
     """All requests answered, and the replies come back in the order of the names."""
 
     def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
-        if _ok_count(attempts) < len(ex.names):
-            return False, f"the mock answered {_ok_count(attempts)} of {len(ex.names)} requests"
-        problem = _replies_problem(ex, replies)
+        problem = _answers_problem(ex, attempts, replies)
         if problem:
             return False, problem
         return True, f"{len(ex.names)} replies, each in the place of its name."
@@ -455,9 +460,7 @@ def check_bounded(ex: Exercise, replies: Any, max_in_flight: int = 5) -> CheckRe
             )
         if peak == 1:
             return False, f"one request at a time is sequential: let {max_in_flight} run together"
-        if _ok_count(attempts) < len(ex.names):
-            return False, f"the mock answered {_ok_count(attempts)} of {len(ex.names)} requests"
-        problem = _replies_problem(ex, replies)
+        problem = _answers_problem(ex, attempts, replies)
         if problem:
             return False, problem
         return True, f"{len(ex.names)} replies, never more than {max_in_flight} requests in flight."
@@ -562,9 +565,7 @@ def check_top_level_await(ex: Exercise, replies: Any) -> CheckResult:
     """The coroutine ran in the notebook (top-level ``await``) and returned every reply in order."""
 
     def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
-        if _ok_count(attempts) < len(ex.names):
-            return False, f"the mock answered {_ok_count(attempts)} of {len(ex.names)} requests"
-        problem = _replies_problem(ex, replies)
+        problem = _answers_problem(ex, attempts, replies)
         if problem:
             hint = " (did you keep the result: replies = await main()?)" if not replies else ""
             return False, problem + hint
