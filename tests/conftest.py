@@ -9,6 +9,8 @@
   here, not 0.5); every mock it started is
   stopped when the test ends.
 * ``api_key``: a dummy key; any non-empty key works unless a mock is started with ``api_key=``.
+* ``run_python(*args, env=...)`` (``from conftest import run_python``): this interpreter run on
+  ``args`` (``"-m", "paradigm_kit.doctor"``), output captured as text, with a timeout.
 * ``FakeClock`` (``from conftest import FakeClock``) and the ``fake_clock`` fixture: a clock that
   moves only when told (``advance``) or when a fake ``sleep`` is awaited, for the mock's
   ``create_app(clock=...)``, ``TokenBucket`` and the runner's ``Pacer``: counted, never timed.
@@ -20,13 +22,24 @@ Base URLs look like ``http://127.0.0.1:PORT/api/v2``; ``paradigm_kit.mock.mock_s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 
 from paradigm_kit.mock import running_mock, start_mock
 
 TEST_API_KEY = "test-key-not-a-secret"
+
+
+def run_python(
+    *args: str, env: Mapping[str, str], timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` with this interpreter, as a user would run it; stdout/stderr captured."""
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout_s
+    )
 
 
 class FakeClock:

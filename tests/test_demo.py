@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
+
+from conftest import run_python
 
 
 def test_demo_without_key_runs_the_speed_test_against_the_mock():
     """With PARADIGM_* unset the demo starts the mock, says so, and prints the three lines."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARADIGM_")}
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "paradigm_kit.demo", "--requests", "6"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_python("-W", "error", "-m", "paradigm_kit.demo", "--requests", "6", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 4, result.stdout
@@ -30,12 +24,6 @@ def test_demo_without_key_runs_the_speed_test_against_the_mock():
 def test_demo_passes_the_script_exit_status_through():
     """A bad flag makes the speed test exit 2 (argparse), and the demo exits with the same code."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARADIGM_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "paradigm_kit.demo", "--requests", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_python("-m", "paradigm_kit.demo", "--requests", "0", env=env)
     assert result.returncode == 2
     assert "--requests" in result.stderr

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_python
 
 from paradigm_kit.mock import running_mock
 from paradigm_kit.workshop.doctor import (
@@ -181,12 +181,6 @@ def test_doctor_cli_exit_code_and_no_key_in_output(keyed_mock, key, exit_code):
     """`python -m paradigm_kit.doctor` exits 0 when ready, 1 on a failure; never prints the key."""
     env = dict(os.environ, PARADIGM_API_KEY=key, PARADIGM_BASE_URL=keyed_mock)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    done = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "paradigm_kit.doctor"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_python("-W", "error", "-m", "paradigm_kit.doctor", env=env)
     assert done.returncode == exit_code, done.stdout + done.stderr
     assert key not in done.stdout + done.stderr

@@ -24,25 +24,11 @@ from paradigm_kit.mock.replies import (
     completion_payload,
     make_reply,
 )
+from paradigm_kit.seed import GREETING_PROMPT as FRENCH_PROMPT  # the seed's
+from paradigm_kit.seed import SEED_NAMES
 
 API_KEY = "unit-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-SEED_NAMES = [
-    "Alice",
-    "Bob",
-    "Charlie",
-    "David",
-    "Emma",
-    "Frank",
-    "Grace",
-    "Hannah",
-    "Ian",
-    "Jessica",
-]
-FRENCH_PROMPT = (
-    "Dis bonjour au nouvel utilisateur sur Paradigm ! "
-    "Donne un accueil court d'une phrase hautement personnalisé à : {name}"
-)
 ENGLISH_PROMPT = "Say hello to the new user on Paradigm! Give a short, highly personalised one-sentence welcome to: {name}"
 
 
