@@ -59,9 +59,9 @@ def sdk_client(ex, **options):
 
 
 def test_check_admission_passes_max_tokens_sized_to_the_answer():
-    """max_tokens 40: the 20 greetings fit the tokens bucket's burst together, none cut."""
+    """max_tokens 24: the 20 greetings fit the tokens bucket's burst together, none cut."""
     ex = exercise("10-admission")
-    results = asyncio.run(all_at_once(ex, [{**p, "max_tokens": 40} for p in ex.payloads()]))
+    results = asyncio.run(all_at_once(ex, [{**p, "max_tokens": 24} for p in ex.payloads()]))
     assert check_admission(ex, results).solved
 
 

@@ -663,9 +663,10 @@ def check_retry_after(ex: Exercise, results: Any) -> CheckResult:
 #: Made-up prices for the exercises (currency units per million tokens): not Paradigm's prices.
 EXERCISE_PRICE_PER_1M_INPUT = 0.50
 EXERCISE_PRICE_PER_1M_OUTPUT = 1.50
-#: The 10-admission mock's tokens-per-minute limit: a one-second burst of 1,500 tokens holds the
-#: 20 greetings at once only if each reserves ~75 tokens (34 prompt + max_tokens <= 40).
-ADMISSION_TPM = 90_000
+#: The 10-admission mock's tokens-per-minute limit: its one-second burst of 1,200 tokens holds the
+#: 20 greetings at once only if each reserves at most 60 (34 prompt + max_tokens <= 26), and the
+#: longest greeting needs 19 completion tokens: max_tokens from 19 to 26 passes.
+ADMISSION_TPM = 72_000
 #: The 10-cap budget: a greeting uses ~0.00004 but reserves ~0.00024 (max_tokens 150), so a
 #: capped sweep stops after about seven.
 EXERCISE_CAP = 0.0005
