@@ -648,3 +648,233 @@ def check_retry_after(ex: Exercise, results: Any) -> CheckResult:
         )
 
     return _judge(ex, verdict)
+
+
+# --- 10 · tokens and cost, 11 · the official SDK ------------------------------------------------
+# (appended as one block: the specs, prices and checks of these two lessons live here together)
+
+#: Made-up prices for the exercises (currency units per million tokens): not Paradigm's prices.
+EXERCISE_PRICE_PER_1M_INPUT = 0.50
+EXERCISE_PRICE_PER_1M_OUTPUT = 1.50
+#: The 10-admission mock's tokens-per-minute limit: its one-second burst of 1,200 tokens holds the
+#: 20 greetings at once only if each reserves at most 60 (34 prompt + max_tokens <= 26), and the
+#: longest greeting needs 19 completion tokens: max_tokens from 19 to 26 passes.
+ADMISSION_TPM = 72_000
+#: The 10-cap budget: a greeting uses ~0.00004 but reserves ~0.00024 (max_tokens 150), so a
+#: capped sweep stops after about seven.
+EXERCISE_CAP = 0.0005
+RAW_HEADERS_RPM = 900  # the 11-raw-headers mock's limit, which only its headers reveal
+
+EXERCISES.update(
+    {
+        "10-admission": ExerciseSpec(mock_flags=(("latency", 0.2), ("tpm", ADMISSION_TPM))),
+        "10-cost": ExerciseSpec(n_requests=5, mock_flags=(("latency", 0.05),)),
+        "10-cap": ExerciseSpec(mock_flags=(("latency", 0.05),)),
+        "11-sdk-bound": ExerciseSpec(),
+        "11-sdk-retries": ExerciseSpec(mock_flags=RETRY_MOCK),
+        "11-raw-headers": ExerciseSpec(
+            n_requests=1, mock_flags=(("latency", 0.05), ("rpm", RAW_HEADERS_RPM))
+        ),
+    }
+)
+__all__ += [
+    "EXERCISE_CAP",
+    "EXERCISE_PRICE_PER_1M_INPUT",
+    "EXERCISE_PRICE_PER_1M_OUTPUT",
+    "check_admission",
+    "check_cost",
+    "check_raw_headers",
+    "check_spending_cap",
+    "price_of",
+    "worst_case_price",
+]
+
+
+def _usage(result: Any) -> dict[str, int] | None:
+    """``usage`` of a JSON body or an SDK object as a dict; None when there is none."""
+    usage = result.get("usage") if isinstance(result, dict) else getattr(result, "usage", None)
+    if usage is not None and not isinstance(usage, dict):
+        usage = {
+            name: getattr(usage, name, None) for name in ("prompt_tokens", "completion_tokens")
+        }
+    if not isinstance(usage, dict):
+        return None
+    if not all(isinstance(usage.get(n), int) for n in ("prompt_tokens", "completion_tokens")):
+        return None
+    return usage
+
+
+def _finish_reason(result: Any) -> str | None:
+    if isinstance(result, dict):
+        try:
+            return result["choices"][0]["finish_reason"]
+        except (KeyError, IndexError, TypeError):
+            return None
+    choices = getattr(result, "choices", None)
+    return getattr(choices[0], "finish_reason", None) if choices else None
+
+
+def price_of(usage: dict[str, int]) -> float:
+    """What one answer costs at the exercise prices: its *used* tokens, each side at its price."""
+    return (
+        usage["prompt_tokens"] * EXERCISE_PRICE_PER_1M_INPUT
+        + usage["completion_tokens"] * EXERCISE_PRICE_PER_1M_OUTPUT
+    ) / 1e6
+
+
+def worst_case_price(payload: dict[str, Any]) -> float:
+    """The most one request can cost before it is sent: the prompt estimate + all of max_tokens."""
+    from ..mock.replies import estimate_prompt_tokens  # the mock's own count of a prompt
+
+    max_tokens = payload.get("max_tokens") or 256
+    return price_of(
+        {
+            "prompt_tokens": estimate_prompt_tokens(payload["messages"]),
+            "completion_tokens": max_tokens,
+        }
+    )
+
+
+def _bodies_problem(results: Any, expected: int) -> str | None:
+    """What is wrong with a list meant to hold ``expected`` answers with their usage, or None."""
+    if not isinstance(results, (list, tuple)):
+        return f"expected a list of answers (JSON bodies), got {type(results).__name__}"
+    if len(results) != expected:
+        return f"expected {expected} answers, got {len(results)}"
+    for index, result in enumerate(results):
+        if _usage(result) is None:
+            return (
+                f"answer {index} has no usage: keep the whole JSON body (await response.json()), "
+                "not only its text"
+            )
+    return None
+
+
+def check_admission(ex: Exercise, results: Any) -> CheckResult:
+    """All greetings sent at once under a tokens-per-minute limit: none refused, none cut."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        n = len(ex.names)
+        refused = sum(a.status == 429 for a in attempts)
+        peak = peak_in_flight(attempts)
+        if refused:
+            return False, (
+                f"{refused} of {len(attempts)} attempts were refused with 429: each request "
+                "reserves prompt + max_tokens tokens at admission; ask for fewer max_tokens"
+            )
+        if peak < n / 2:
+            return False, (
+                f"at most {peak} request(s) were in flight together: send all {n} at once "
+                "(asyncio.gather), the point is to fit them in one burst"
+            )
+        problem = _bodies_problem(results, n)
+        if problem:
+            return False, problem
+        cut = sum(_finish_reason(r) != "stop" for r in results)
+        if cut:
+            return False, (
+                f"{cut} repl(ies) ended with finish_reason 'length': max_tokens is now too small "
+                "for a one-sentence greeting"
+            )
+        return (
+            True,
+            f"{n} greetings admitted in one burst, none cut: max_tokens sized to the answer.",
+        )
+
+    return _judge(ex, verdict)
+
+
+def check_cost(ex: Exercise, results: Any, cost: Any) -> CheckResult:
+    """``cost`` is what the answers used, priced per side: prompt and completion tokens apart."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        n = len(ex.names)
+        if _ok_count(attempts) < n:
+            return False, f"the mock answered {_ok_count(attempts)} of {n} requests"
+        problem = _bodies_problem(results, n)
+        if problem:
+            return False, problem
+        if not isinstance(cost, (int, float)):
+            return False, f"`cost` should be a number (currency units), got {cost!r}"
+        usages = [_usage(r) for r in results]
+        expected = sum(price_of(u) for u in usages)
+        if math.isclose(cost, expected, rel_tol=1e-6):
+            return True, f"{n} answers cost {expected:.8f}: used tokens, each side at its price."
+        reserved = sum(worst_case_price(p) for p in ex.payloads())
+        total_tokens = sum(u["prompt_tokens"] + u["completion_tokens"] for u in usages)
+        if math.isclose(cost, reserved, rel_tol=1e-3):
+            return False, "you priced max_tokens: price the usage the answers report"
+        if math.isclose(cost, total_tokens * EXERCISE_PRICE_PER_1M_INPUT / 1e6, rel_tol=1e-6):
+            return False, "completion tokens have their own price: price the two sides apart"
+        if math.isclose(cost, expected * 1e6, rel_tol=1e-6):
+            return False, "prices are per million tokens: divide by 1e6"
+        return False, f"cost {cost!r}, expected about {expected:.8f}: sum usage x price per side"
+
+    return _judge(ex, verdict)
+
+
+def check_spending_cap(
+    ex: Exercise, results: Any, spent: Any, cap: float = EXERCISE_CAP
+) -> CheckResult:
+    """The sweep never went over ``cap``, stopped only when the next worst case no longer fit,
+    and ``spent`` is what its answers really cost."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        answered = _ok_count(attempts)
+        if not isinstance(results, (list, tuple)):
+            return False, f"expected the list of answers you got, got {type(results).__name__}"
+        problem = _bodies_problem(results, answered)
+        if problem:
+            return False, problem + f" (the mock answered {answered} requests)"
+        real_spent = sum(price_of(_usage(r)) for r in results)
+        if real_spent > cap * (1 + 1e-9):
+            return False, (
+                f"the answers cost {real_spent:.8f}, over the cap of {cap:g}: reserve each "
+                "request's worst case (prompt + max_tokens) before sending it"
+            )
+        if not isinstance(spent, (int, float)) or not math.isclose(spent, real_spent, rel_tol=1e-6):
+            return (
+                False,
+                f"`spent` is {spent!r}, but the answers cost {real_spent:.8f} (usage x price)",
+            )
+        payloads = ex.payloads()
+        if answered < len(payloads):
+            next_worst = worst_case_price(payloads[answered])
+            if cap - real_spent >= next_worst:
+                return False, (
+                    f"stopped with {cap - real_spent:.8f} left, enough for the next request's worst "
+                    f"case ({next_worst:.8f}): settle each answer with its usage and go on"
+                )
+        return True, (
+            f"{answered} requests for {real_spent:.8f} of a {cap:g} cap; the next worst case "
+            "did not fit."
+        )
+
+    return _judge(ex, verdict)
+
+
+def check_raw_headers(ex: Exercise, reply: Any, limit_requests: Any) -> CheckResult:
+    """One answer read through ``with_raw_response``: its text, and the limit its headers gave."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        if not _ok_count(attempts):
+            statuses = sorted({a.status for a in attempts})
+            return False, f"the mock answered {statuses}, not 200"
+        text = reply_text(reply)
+        if not text:
+            return False, f"`reply` is {type(reply).__name__}: parse the raw response (raw.parse())"
+        try:
+            limit = float(limit_requests)
+        except (TypeError, ValueError):
+            return False, (
+                f"`limit_requests` is {limit_requests!r}: read raw.headers"
+                "['x-ratelimit-limit-requests']"
+            )
+        if limit != RAW_HEADERS_RPM:
+            return False, f"`limit_requests` is {limit_requests!r}, not the header's value"
+        return (
+            True,
+            f"the reply, and the mock's requests limit ({RAW_HEADERS_RPM:g}/min) from its headers.",
+        )
+
+    return _judge(ex, verdict)
