@@ -39,7 +39,7 @@ Frame (times in ms since the mock started or was reset)::
      "open":  [[attendee_index, track, t_start_ms], ...],                    all open now
      "ended": [[attendee_index, track, t_start_ms, t_end_ms, kind], ...]}    since SEQ
 
-``kind``: 1 = 2xx, 2 = 429, 3 = 5xx, 4 = dropped or abandoned (444, 499), 5 = other 4xx.
+The page takes ``?window=S`` to zoom on the last S seconds (5 to 60). ``kind``: 1 = 2xx, 2 = 429, 3 = 5xx, 4 = dropped or abandoned (444, 499), 5 = other 4xx.
 """
 
 from __future__ import annotations
@@ -332,13 +332,17 @@ canvas { display:block; width:100%; height:var(--lane,44px); }
 <col style="width:6%"><col style="width:5%"><col style="width:8%"><col></colgroup>
 <thead><tr><th class="name">attendee</th><th>requests</th><th>in flight</th><th>peak</th>
 <th>429</th><th title="retries sent before Retry-After">early retries</th>
-<th><div class="axis"><span>&minus;60 s</span><span>&minus;30 s</span><span>now</span></div></th></tr></thead>
+<th><div class="axis"><span id="ax-0">&minus;60 s</span><span id="ax-1">&minus;30 s</span><span>now</span></div></th></tr></thead>
 <tbody id="rows"></tbody></table>
 <div id="empty">No requests yet. Attendees: export PARADIGM_BASE_URL (this mock) and
 PARADIGM_ATTENDEE=&lt;your name&gt;, then run.</div>
 <script>
 "use strict";
-const WINDOW_MS = 60000, POLL_MS = 250, KEEP = 20000;
+// ?window=S zooms the timeline on the last S seconds (at most the 60 the feed keeps)
+const asked = Number(new URLSearchParams(location.search).get("window")) || 60;
+const WINDOW_MS = 1000 * Math.min(60, Math.max(5, asked)), POLL_MS = 250, KEEP = 20000;
+document.getElementById("ax-0").textContent = "\u2212" + WINDOW_MS / 1000 + " s";
+document.getElementById("ax-1").textContent = "\u2212" + WINDOW_MS / 2000 + " s";
 const COLOURS = {}; const css = getComputedStyle(document.documentElement);
 ["open","ok","r429","r5xx","drop","r4xx"].forEach(n => COLOURS[n] = css.getPropertyValue("--" + n).trim());
 const KIND = [null, "ok", "r429", "r5xx", "drop", "r4xx"];
@@ -421,7 +425,7 @@ function draw() {
     for (const [track, start, end, colour] of byLane.get(i) || []) {
       const xs = Math.max(0, (start - x0) / WINDOW_MS * w), xe = (end - x0) / WINDOW_MS * w;
       g.fillStyle = colour;
-      g.fillRect(xs, track * th, Math.max(1.5 * dpr, xe - xs), bh);
+      g.fillRect(xs, track * th, Math.max(1.5 * dpr, xe - xs - dpr), bh);  // 1 px gap: retries show apart
     }
   }
 }
