@@ -144,6 +144,26 @@ def test_feed_stacks_concurrent_attempts_on_separate_tracks():
     assert {bar[4] for bar in frame["ended"]} == {1}  # all 200
 
 
+def test_feed_sends_each_open_bar_once_then_its_end():
+    """Bars in flight come in a full frame's ``open``; the next delta repeats none, and ends them."""
+
+    async def scenario(session, root, app):
+        calls = asyncio.gather(
+            *(chat(session, root, SECRET_KEY, "erin", f"o{i}") for i in range(2))
+        )
+        await asyncio.sleep(0.3)  # both in flight (latency 1 s)
+        during = json.loads(await feed(session, root))
+        await calls
+        await asyncio.sleep(0.25)
+        after = json.loads(await feed(session, root, during["seq"]))
+        return during, after
+
+    during, after = serve(scenario, latency_s=1.0)
+    assert (len(during["open"]), during["ended"]) == (2, [])
+    assert after["open"] == []
+    assert sorted(bar[:3] for bar in after["ended"]) == sorted(during["open"])
+
+
 def test_feed_kinds_show_429s_under_a_rate_limit():
     """A rate-limited 429 is a kind-2 bar and counts in the attendee's 429 column."""
 

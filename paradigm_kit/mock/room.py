@@ -20,10 +20,10 @@ next to the attendees' thousands of chat requests.
 Cost: once per tick, never per request, whoever is watching
 ------------------------------------------------------------
 The chat handler's only extra work is the recorder's (``stats.py``): per attempt, a dict insert
-when it starts and a pop plus a journal append when it ends, the same with or without a viewer.
+and a journal append when it starts, a pop and an append when it ends, with or without a viewer.
 Everything else happens here, lazily: the first poll after ``TICK_S`` computes a new frame (drain
-the journal, place each bar on a *track* of its attendee's lane so that bars in flight together
-stack up and a bound shows as waves, list the attempts open now, serialise), and every other poll
+the journal of starts and ends, place each new bar on a *track* of its attendee's lane so that
+bars in flight together stack up and a bound shows as waves, serialise), and every other poll
 in that tick, from any number of viewers, gets bytes already made. A frame carries only the bars
 that ended since the previous one; the page keeps the minute itself. A viewer that is new, came
 back after a while, or saw a reset gets a *full* frame: the last minute kept here (at most
@@ -36,8 +36,12 @@ Frame (times in ms since the mock started or was reset)::
      "server": {"rps": 412.5, "in_flight": 40, "peak_in_flight": 100, "total": 9120,
                 "capacity": {"running": 8, "queued": 32, ...} | null},
      "attendees": [[name, requests, in_flight, peak, n429, early_retries], ...],
-     "open":  [[attendee_index, track, t_start_ms], ...],                    all open now
-     "ended": [[attendee_index, track, t_start_ms, t_end_ms, kind], ...]}    since SEQ
+     "open":  [[attendee_index, track, t_start_ms], ...],                    started since SEQ
+     "ended": [[attendee_index, track, t_start_ms, t_end_ms, kind], ...]}    ended since SEQ
+
+A full frame's ``open`` is every attempt open now and its ``ended`` the last minute. The page
+keeps the open bars by ``(attendee, track, t_start)`` and drops one when its end arrives, so a
+tick costs the mock the attempts that started or ended in it, not the thousand still in flight.
 
 The page takes ``?window=S`` to zoom on the last S seconds (5 to 60). ``kind``: 1 = 2xx, 2 = 429, 3 = 5xx, 4 = dropped or abandoned (444, 499), 5 = other 4xx.
 """
@@ -124,9 +128,9 @@ class Room:
         self._names: list[str] = []
         self._index: dict[str, int] = {}
         self._tracks: list[list[float]] = []  # per attendee: each track busy until (inf: open)
-        self._track_of: dict[tuple, tuple[int, int]] = {}  # open attempt -> (attendee, track)
+        self._track_of: dict[tuple, list] = {}  # open attempt -> [attendee, track, t_start_ms]
         self._window: deque[list] = deque(maxlen=WINDOW_BARS)  # ended bars, in end order
-        self._deltas: deque[tuple[int, bytes]] = deque(maxlen=FRAMES_KEPT)
+        self._deltas: deque[tuple[int, bytes, bytes]] = deque(maxlen=FRAMES_KEPT)
         self._base_seq = self.seq  # frames up to here describe a forgotten past
         self._rates: deque[tuple[float, int]] = deque()
         self._head = b""
@@ -157,36 +161,55 @@ class Room:
         return track
 
     def _tick(self) -> None:
+        """Drain the journal: place what started, close what ended; one delta frame."""
         recorder = self._recorder
         if recorder.journal is not self._journal:
             self._clear()
-        now_ms = round(recorder.now() * 1000)
-        ended = []
         journal = self._journal
+        if len(journal) == journal.maxlen:  # it overflowed while nobody watched: start afresh
+            self._rebuild_open()
+        now_ms = round(recorder.now() * 1000)
+        opened: dict[tuple, list] = {}  # started in this tick, in start order
+        ended = []
         while journal:
-            run_id, identity, attempt, name, t_start, t_end, status = journal.popleft()
-            placed = self._track_of.pop((run_id, identity, attempt), None)
-            if placed is None:  # began and ended within one tick: never seen open
-                placed = (index := self._attendee(name)), self._place(index, t_start)
-            self._tracks[placed[0]][placed[1]] = t_end
-            ended.append([*placed, round(t_start * 1000), round(t_end * 1000), _kind(status)])
-        open_bars = []
-        for key, (name, t_start) in recorder.open_attempts.items():
-            placed = self._track_of.get(key)
-            if placed is None:
-                index = self._attendee(name)
-                placed = self._track_of[key] = (index, self._place(index, t_start))
-            open_bars.append([*placed, round(t_start * 1000)])
+            event = journal.popleft()
+            if len(event) == 3:  # (attempt key, attendee, t_start): it started
+                key, name, t_start = event
+                opened[key] = self._open(key, name, t_start)
+                continue
+            key, name, t_start, t_end, status = event
+            bar = self._track_of.pop(key, None) or opened.get(key)
+            if bar is None:  # its start was dropped from a full journal
+                bar = self._open(key, name, t_start)
+                self._track_of.pop(key)
+            opened.pop(key, None)
+            self._tracks[bar[0]][bar[1]] = t_end
+            ended.append([bar[0], bar[1], bar[2], round(t_end * 1000), _kind(status)])
         self._window.extend(ended)
         horizon_ms = now_ms - WINDOW_S * 1000
         while self._window and self._window[0][3] < horizon_ms:
             self._window.popleft()
         self.seq += 1
-        self._deltas.append((self.seq, _dumps(ended)[1:-1]))
-        self._head = self._frame_head(now_ms, open_bars)
+        self._deltas.append((self.seq, _dumps(list(opened.values()))[1:-1], _dumps(ended)[1:-1]))
+        self._head = self._frame_head(now_ms)
         self._full = b""  # made on demand, at most once per tick
 
-    def _frame_head(self, now_ms: int, open_bars: list) -> bytes:
+    def _open(self, key: tuple, name: str, t_start: float) -> list:
+        """Place a started attempt on its lane: ``[attendee, track, t_start_ms]``."""
+        index = self._attendee(name)
+        bar = self._track_of[key] = [index, self._place(index, t_start), round(t_start * 1000)]
+        return bar
+
+    def _rebuild_open(self) -> None:
+        """Forget the journal and take the open attempts from the recorder itself."""
+        self._journal.clear()
+        self._track_of.clear()
+        self._tracks = [[] for _ in self._names]
+        for key, (name, t_start) in self._recorder.open_attempts.items():
+            self._open(key, name, t_start)
+        self._base_seq = self.seq + 1  # every viewer needs a full frame now
+
+    def _frame_head(self, now_ms: int) -> bytes:
         recorder = self._recorder
         now_s = now_ms / 1000
         self._rates.append((now_s, recorder.total))
@@ -221,9 +244,8 @@ class Room:
                 "capacity": self._capacity(),
             },
             "attendees": attendees,
-            "open": open_bars,
         }
-        return _dumps(head)[:-1]  # the closing brace comes after "full" and "ended"
+        return _dumps(head)[:-1]  # the closing brace comes after "full", "open" and "ended"
 
     # --- what a viewer gets --------------------------------------------------------------------
 
@@ -236,10 +258,18 @@ class Room:
         oldest_delta = self._deltas[0][0] if self._deltas else self.seq + 1
         if since <= self._base_seq or since + 1 < oldest_delta or since > self.seq:
             if not self._full:
-                self._full = _dumps(list(self._window))[1:-1]
-            return self._head + b',"full":true,"ended":[' + self._full + b"]}"
-        parts = [delta for seq, delta in self._deltas if seq > since and delta]
-        return self._head + b',"full":false,"ended":[' + b",".join(parts) + b"]}"
+                self._full = (
+                    b',"full":true,"open":'
+                    + _dumps(list(self._track_of.values()))
+                    + b',"ended":'
+                    + _dumps(list(self._window))
+                    + b"}"
+                )
+            return self._head + self._full
+        deltas = [delta for delta in self._deltas if delta[0] > since]
+        opened = b",".join(delta[1] for delta in deltas if delta[1])
+        ended = b",".join(delta[2] for delta in deltas if delta[2])
+        return self._head + b',"full":false,"open":[' + opened + b'],"ended":[' + ended + b"]}"
 
 
 ROOM = web.AppKey("room", Room)
@@ -350,6 +380,7 @@ const KIND = [null, "ok", "r429", "r5xx", "drop", "r4xx"];
 const room = window.room = { seq: 0, t_ms: 0, attendees: [], open: [], ended: [], frames: 0,
   endedSeen: 0, openSeen: 0 };
 const rows = new Map();  // attendee index -> {tr, cells, canvas}
+const openBars = new Map();  // "attendee,track,t_start" -> bar in flight
 
 function row(i, name) {
   let r = rows.get(i);
@@ -372,12 +403,15 @@ function row(i, name) {
 
 function apply(frame) {
   if (frame.full) {
-    room.ended = []; rows.clear(); document.getElementById("rows").replaceChildren();
+    room.ended = []; openBars.clear(); rows.clear(); document.getElementById("rows").replaceChildren();
   }
   room.seq = frame.seq; room.t_ms = frame.t_ms; room.frames += 1;
-  room.attendees = frame.attendees; room.open = frame.open;
+  room.attendees = frame.attendees;
+  // open bars by attendee, track and start: the feed sends each once, and its end later
+  for (const bar of frame.open) openBars.set(bar.join(","), bar);
+  for (const bar of frame.ended) { openBars.delete(bar.slice(0, 3).join(",")); room.ended.push(bar); }
+  room.open = [...openBars.values()];
   room.openSeen += frame.open.length;
-  for (const bar of frame.ended) room.ended.push(bar);
   room.endedSeen += frame.ended.length;
   const horizon = frame.t_ms - WINDOW_MS;
   let cut = 0;

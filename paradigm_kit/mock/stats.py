@@ -40,8 +40,9 @@ Only hashes of API keys are kept, never a key.
 
 For the room view (``room.py``) the recorder also keeps, per *attendee* (the ``X-Attendee``
 header, else the key's hash): counts, in flight and peak, and how many retries came before
-``Retry-After``; plus the attempts open now and a bounded journal of the ones that ended. The hot
-path only appends to these; the room reads them once per tick, whoever is watching.
+``Retry-After``; plus the attempts open now and a bounded journal of attempts that started
+(``(attempt key, attendee, t_start)``) and ended (``(..., t_end, status)``). The hot path only
+appends to these; the room drains the journal once per tick, whoever is watching.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ PROBLEMS = {
     "too_many_attempts": "requests with too many attempts",
 }
 LOG_FIELDS = ("identity", "attempt", "t_start", "t_end", "status", "retry_after_s", "key_hash")
-JOURNAL_LIMIT = 50_000  # ended attempts kept for the room between two ticks (oldest dropped)
+JOURNAL_LIMIT = 100_000  # starts and ends kept for the room between two ticks (oldest dropped)
 
 
 def key_hash(api_key: str) -> str:
@@ -163,7 +164,7 @@ class Recorder:
         self.peak_concurrency = 0
         self.attendees: dict[str, AttendeeStats] = {}
         # the room's inputs: open attempts by (run object id, identity, attempt), in start order,
-        # and the attempts that ended since the room last drained the journal
+        # and the attempts that started or ended since the room last drained the journal
         self.open_attempts: dict[tuple, tuple[str, float]] = {}
         self.journal: deque[tuple] = deque(maxlen=JOURNAL_LIMIT)
 
@@ -198,7 +199,9 @@ class Recorder:
             person.peak_concurrency = person.in_flight
         if early:
             person.early_retries += 1
-        self.open_attempts[(id(stats), identity, state.attempts)] = (attendee, t_start)
+        attempt_key = (id(stats), identity, state.attempts)
+        self.open_attempts[attempt_key] = (attendee, t_start)
+        self.journal.append((attempt_key, attendee, t_start))
         self.in_flight += 1
         if self.in_flight > self.peak_concurrency:
             self.peak_concurrency = self.in_flight
@@ -231,13 +234,14 @@ class Recorder:
             by_key = self.keys[key] = {}
         by_key[status] = by_key.get(status, 0) + 1
         stats.log.append((identity, attempt, t_start, t_end, status, retry_after_s, key))
-        opened = self.open_attempts.pop((id(stats), identity, attempt), None)
+        attempt_key = (id(stats), identity, attempt)
+        opened = self.open_attempts.pop(attempt_key, None)
         if opened is not None:  # None: a reset came while it was in flight
             person = self.attendees[opened[0]]
             person.in_flight -= 1
             person.total += 1
             person.requests_by_status[status] = person.requests_by_status.get(status, 0) + 1
-            self.journal.append((id(stats), identity, attempt, opened[0], t_start, t_end, status))
+            self.journal.append((attempt_key, opened[0], t_start, t_end, status))
         state = stats.identities[identity]
         if attempt == state.attempts:  # the latest attempt (a hedged earlier one may end later)
             state.t_end = t_end
