@@ -10,7 +10,8 @@ each with its own key and ``X-Attendee`` name, each keeping ``--concurrency`` re
 until it has sent ``--requests-each``. Runs alternate *page closed* and *page open*, ``--repeats``
 times each, with a reset between runs. *Page open* means ``--viewers`` pollers (default 3: a
 projector and two laptops) asking ``/_mock/room/feed?since=SEQ`` every 250 ms, exactly what the
-page's script does; the browser's own drawing costs the browser, not the mock.
+page's script does, from a process of their own (``--watch ROOT``) so that the busy load
+generator does not slow them down; the browser's own drawing costs the browser, not the mock.
 
 The figure is the mock's CPU time (user + system, from /proc on Linux) per request answered,
 which a busy shared machine disturbs much less than the rate; requests/s is printed too.
@@ -20,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import statistics
+import subprocess
+import sys
 import time
 
 import aiohttp
@@ -66,11 +70,24 @@ async def viewer(root: str, stop: asyncio.Event) -> int:
     return frames
 
 
+async def watch(root: str, viewers: int) -> None:
+    """``--watch``: poll with ``viewers`` pages until SIGTERM, then print the frames read."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    frames = await asyncio.gather(*(viewer(root, stop) for _ in range(viewers)))
+    print(sum(frames), flush=True)
+
+
+def start_watchers(root: str, viewers: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "tools.room_bench", "--watch", root, "--viewers", str(viewers)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
 async def one_run(root: str, pid: int, args: argparse.Namespace, viewers: int) -> dict:
     async with aiohttp.ClientSession() as session, session.post(f"{root}/_mock/reset") as reset:
         reset.raise_for_status()
-    stop = asyncio.Event()
-    watching = [asyncio.ensure_future(viewer(root, stop)) for _ in range(viewers)]
+    watchers = start_watchers(root, viewers) if viewers else None
+    await asyncio.sleep(1.0 if viewers else 0.0)  # the pages are open before the batches start
     cpu_before_s = process_cpu_s(pid)
     started = time.monotonic()
     sent = await asyncio.gather(
@@ -78,15 +95,17 @@ async def one_run(root: str, pid: int, args: argparse.Namespace, viewers: int) -
     )
     wall_s = time.monotonic() - started
     cpu_after_s = process_cpu_s(pid)
-    stop.set()
-    frames = await asyncio.gather(*watching)
+    frames = 0
+    if watchers is not None:
+        watchers.terminate()
+        frames = int(watchers.communicate(timeout=30)[0].strip() or 0)
     requests = sum(sent)
     return {
         "viewers": viewers,
         "requests": requests,
         "rps": requests / wall_s,
         "cpu_us_per_request": (cpu_after_s - cpu_before_s) / requests * 1e6,
-        "frames": sum(frames),
+        "frames_per_s": frames / viewers / wall_s if viewers else 0.0,
     }
 
 
@@ -104,7 +123,8 @@ async def main(args: argparse.Namespace) -> None:
                 results[viewers].append(run)
                 print(
                     f"viewers={viewers}  requests={run['requests']}  {run['rps']:7.0f} req/s  "
-                    f"mock CPU {run['cpu_us_per_request']:6.1f} us/request  frames={run['frames']}"
+                    f"mock CPU {run['cpu_us_per_request']:6.1f} us/request  "
+                    f"frames/s per viewer {run['frames_per_s']:.1f}"
                 )
     finally:
         handle.stop()
@@ -129,8 +149,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0.05, help="the mock's latency (s)")
     parser.add_argument("--viewers", type=int, default=3, help="pages open during 'page open'")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--watch", metavar="ROOT", help=argparse.SUPPRESS)  # the viewers' process
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    arguments = parse_args()
+    if arguments.watch:
+        asyncio.run(watch(arguments.watch, arguments.viewers))
+    else:
+        asyncio.run(main(arguments))
