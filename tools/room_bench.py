@@ -63,10 +63,11 @@ async def viewer(root: str, stop: asyncio.Event) -> int:
     seq = frames = 0
     async with aiohttp.ClientSession() as session:
         while not stop.is_set():
+            started = time.monotonic()
             async with session.get(f"{root}/_mock/room/feed", params={"since": seq}) as response:
                 frame = await response.json()
             seq, frames = frame["seq"], frames + 1
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(max(0.0, POLL_S - (time.monotonic() - started)))  # start to start
     return frames
 
 

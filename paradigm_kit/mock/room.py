@@ -465,6 +465,7 @@ function draw() {
 }
 
 async function poll() {
+  const started = performance.now();
   try {
     const response = await fetch("/_mock/room/feed?since=" + room.seq, { cache: "no-store" });
     apply(await response.json());
@@ -472,7 +473,8 @@ async function poll() {
   } catch (error) {
     document.getElementById("status").textContent = "mock unreachable, retrying";
   }
-  setTimeout(poll, POLL_MS);
+  // every POLL_MS from start to start: a slow answer (a busy mock) does not add its delay to the wait
+  setTimeout(poll, Math.max(0, POLL_MS - (performance.now() - started)));
 }
 addEventListener("resize", () => requestAnimationFrame(draw));
 poll();
