@@ -395,3 +395,21 @@ def test_room_page_shows_429s_under_rpm(chromium, tmp_path):
         )
         assert int(_row(page, "dave")["n429"]) > 0
         assert page.evaluate("window.room.ended.filter(b => b[4] === 2).length") > 0
+
+
+# --- the clients' side ----------------------------------------------------------------------
+
+
+def test_clients_send_paradigm_attendee_as_x_attendee(monkeypatch):
+    """With PARADIGM_ATTENDEE set, the settings' and a notebook connection's headers name you."""
+    from paradigm_kit.settings import api_settings
+    from paradigm_kit.workshop.connect import Connection
+
+    monkeypatch.setenv("PARADIGM_API_KEY", SECRET_KEY)
+    monkeypatch.setenv("PARADIGM_ATTENDEE", "  alice ")
+    connection = Connection(base_url="http://127.0.0.1:1/api/v2", api_key=SECRET_KEY)
+    assert api_settings().headers["X-Attendee"] == "alice"
+    assert connection.headers()["X-Attendee"] == "alice"
+    monkeypatch.delenv("PARADIGM_ATTENDEE")
+    assert "X-Attendee" not in api_settings().headers
+    assert "X-Attendee" not in connection.headers()
