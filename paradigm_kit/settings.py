@@ -8,6 +8,9 @@ set.
 
 ``MOCK_PLACEHOLDER_KEY`` is the key the kit sends to a bundled mock it started itself (the mock
 accepts any non-empty key); it says what it is if it ever shows up in a log.
+
+``PARADIGM_ATTENDEE`` (optional) names you in a workshop's room view: sent as ``X-Attendee``,
+it is what the facilitator's page shows instead of your key's hash.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
 DEFAULT_BASE_URL = "https://paradigm.lighton.ai/api/v2"
 DEFAULT_MODEL = "alfred-4.2"
 MOCK_PLACEHOLDER_KEY = "mock-key-not-a-secret"
+ATTENDEE_HEADER = "X-Attendee"
 
 MISSING_KEY_HELP = (
     "PARADIGM_API_KEY is not set: export PARADIGM_API_KEY=<your key> for the real API, "
@@ -53,13 +57,22 @@ class ApiSettings:
     base_url: str
     api_key: str = ""
     base_url_set: bool = False
+    attendee: str = ""  # PARADIGM_ATTENDEE: your name in a workshop's room view
 
     def __repr__(self) -> str:  # never show the key, even in a traceback or a notebook output
         return f"ApiSettings(base_url={self.base_url!r}, api_key={'<set>' if self.api_key else '<unset>'})"
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
+        headers = {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
+        if self.attendee:
+            headers[ATTENDEE_HEADER] = self.attendee
+        return headers
+
+
+def attendee_name() -> str:
+    """``PARADIGM_ATTENDEE``, trimmed ("" when unset): your name in the mock's room view."""
+    return os.environ.get("PARADIGM_ATTENDEE", "").strip()
 
 
 def api_settings(require_key: bool = True, base_url: str | None = None) -> ApiSettings:
@@ -73,5 +86,8 @@ def api_settings(require_key: bool = True, base_url: str | None = None) -> ApiSe
         raise MissingApiKey()
     chosen = (base_url or "").strip() or os.environ.get("PARADIGM_BASE_URL", "").strip()
     return ApiSettings(
-        base_url=(chosen or DEFAULT_BASE_URL).rstrip("/"), api_key=key, base_url_set=bool(chosen)
+        base_url=(chosen or DEFAULT_BASE_URL).rstrip("/"),
+        api_key=key,
+        base_url_set=bool(chosen),
+        attendee=attendee_name(),
     )

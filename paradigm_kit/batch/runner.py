@@ -74,7 +74,7 @@ import yarl
 from aiohttp.helpers import get_env_proxy_for_url
 
 from ..retry import RETRYABLE_EXCEPTIONS, RetryPolicy, is_retryable_status, parse_retry_after_s
-from ..settings import DEFAULT_MODEL, MissingApiKey, api_settings
+from ..settings import ATTENDEE_HEADER, DEFAULT_MODEL, MissingApiKey, api_settings, attendee_name
 from ..timeline import TimelineRecorder
 from .jsonl import (
     OutputState,
@@ -554,6 +554,8 @@ async def run_batch(
     )
     summary = BatchSummary(output_path=output_path, concurrency=concurrency)
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    if attendee := attendee_name():  # PARADIGM_ATTENDEE: this run's name in the room view
+        headers[ATTENDEE_HEADER] = attendee
     proxy, proxy_auth = proxy_from_env(base_url)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(

@@ -8,7 +8,10 @@ Routes (everything under ``/api/v2`` needs ``Authorization: Bearer <key>``)::
     GET  /_mock/stats[?run=ID]      counts, concurrency, attempts per identity, per-key counts
     GET  /_mock/log[?run=ID]        per-attempt records (bounded ring buffer per run)
     GET  /_mock/report[?run=ID]     the report card: what the client did wrong
-    POST /_mock/reset               forget everything (counts, logs, attempts, rate-limit buckets)
+    POST /_mock/reset               forget everything (counts, logs, attempts, rate-limit buckets);
+                                    off loopback it needs the facilitator token (``auth.py``)
+    GET  /_mock/room                the room view: a live page of every attendee (``room.py``)
+    GET  /_mock/room/feed?since=N   its feed: compact JSON frames, made once per tick
 
 One chat attempt goes through these steps, in this order, and stops at the first that answers:
 
@@ -67,6 +70,7 @@ from aiohttp import web
 
 from ..ratelimit import TokenBucket
 from ..tokens import completion_budget, estimate_prompt_tokens, estimate_text_tokens
+from .auth import FACILITATOR_TOKEN, new_facilitator_token, require_facilitator
 from .config import MockConfig
 from .faults import DROP, ERROR, SLOW, draw, identity_of_body
 from .replies import (
@@ -78,6 +82,7 @@ from .replies import (
     models_payload,
     usage_payload,
 )
+from .room import ROOM, Room, attendee_of, capacity_snapshot, room_feed, room_page
 from .stats import STATUS_CLIENT_CLOSED, STATUS_DROPPED, Recorder, key_hash
 
 __all__ = ["MOCK", "ClientError", "MockState", "RateLimits", "create_app"]
@@ -269,6 +274,8 @@ def create_app(
         completion_ids=itertools.count(1),
         key_hashes={},
     )
+    app[ROOM] = Room(app[MOCK].recorder, lambda: capacity_snapshot(app))
+    app[FACILITATOR_TOKEN] = new_facilitator_token(config.host)
     _add_routes(app)
     return app
 
@@ -283,6 +290,8 @@ def _add_routes(app: web.Application) -> None:
         ("/_mock/log", "GET", mock_log),
         ("/_mock/report", "GET", mock_report),
         ("/_mock/reset", "POST", mock_reset),
+        ("/_mock/room", "GET", room_page),
+        ("/_mock/room/feed", "GET", room_feed),
     )
     for path, method, handler in routes:
         resource = app.router.add_resource(path)
@@ -533,7 +542,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     run = request.headers.get("X-Run-Id", "")[:MAX_RUN_ID_CHARS] or key
     body = await request.read()
     identity = request.headers.get("Idempotency-Key") or identity_of_body(body)
-    stats, attempt = recorder.begin(run, key, identity, t_start)
+    attendee = attendee_of(request.headers.get("X-Attendee"), api_key)
+    stats, attempt = recorder.begin(run, key, identity, t_start, attendee)
     status, retry_after_s = STATUS_CLIENT_CLOSED, None  # if cancelled: the client hung up
     try:
         response, status, retry_after_s = await _answer_chat(
@@ -793,6 +803,8 @@ async def mock_report(request: web.Request) -> web.Response:
 
 
 async def mock_reset(request: web.Request) -> web.Response:
+    if (refusal := require_facilitator(request)) is not None:
+        return refusal
     mock = request.app[MOCK]
     mock.recorder.reset()
     mock.limits.reset()

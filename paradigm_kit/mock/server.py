@@ -29,6 +29,7 @@ import sys
 from aiohttp import web
 
 from .app import create_app
+from .auth import FACILITATOR_TOKEN, TOKEN_HEADER
 from .config import MockConfig, build_parser, config_from_args
 
 __all__ = ["main", "network_warning", "serve"]
@@ -92,8 +93,9 @@ async def serve(config: MockConfig, *, stop_on_stdin_close: bool = False) -> Non
                 f"mock_paradigm: not watching stdin ({error}); stop me with a signal",
                 file=sys.stderr,
             )
+    app = create_app(config)
     runner = web.AppRunner(
-        create_app(config),
+        app,
         access_log=None,
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
@@ -113,6 +115,13 @@ async def serve(config: MockConfig, *, stop_on_stdin_close: bool = False) -> Non
         warning = network_warning(config.host, port)
         if warning:
             print(warning, file=sys.stderr, flush=True)
+        if app[FACILITATOR_TOKEN]:  # off loopback: /_mock/reset and /_mock/config need it
+            print(
+                f"Room view: http://{_lan_address()}:{port}/_mock/room ; facilitator token "
+                f"(send as {TOKEN_HEADER} to /_mock/reset, /_mock/config): {app[FACILITATOR_TOKEN]}",
+                file=sys.stderr,
+                flush=True,
+            )
         await stop.wait()
     finally:
         await runner.cleanup()

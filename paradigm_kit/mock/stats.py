@@ -37,6 +37,12 @@ cancelled); ``retry_after_s`` is the shortest wait the
 answer asked for (the exact ``retry-after-ms`` of a rate-limited 429, whose ``Retry-After`` is
 rounded up to whole seconds; ``--retry-after`` for injected 429/503), None when it asked none.
 Only hashes of API keys are kept, never a key.
+
+For the room view (``room.py``) the recorder also keeps, per *attendee* (the ``X-Attendee``
+header, else the key's hash): counts, in flight and peak, and how many retries came before
+``Retry-After``; plus the attempts open now and a bounded journal of attempts that started
+(``(attempt key, attendee, t_start)``) and ended (``(..., t_end, status)``). The hot path only
+appends to these; the room drains the journal once per tick, whoever is watching.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ PROBLEMS = {
     "too_many_attempts": "requests with too many attempts",
 }
 LOG_FIELDS = ("identity", "attempt", "t_start", "t_end", "status", "retry_after_s", "key_hash")
+JOURNAL_LIMIT = 100_000  # starts and ends kept for the room between two ticks (oldest dropped)
 
 
 def key_hash(api_key: str) -> str:
@@ -116,6 +123,19 @@ class RunStats:
             entry[1].append(example)
 
 
+class AttendeeStats:
+    """Per attendee, for the room: counts by status, in flight, peak, early retries."""
+
+    __slots__ = ("early_retries", "in_flight", "peak_concurrency", "requests_by_status", "total")
+
+    def __init__(self) -> None:
+        self.requests_by_status: dict[int, int] = {}
+        self.total = 0
+        self.in_flight = 0
+        self.peak_concurrency = 0
+        self.early_retries = 0  # retries sent before the Retry-After of the previous answer
+
+
 class Recorder:
     """Counts, logs and grades attempts; one per app, driven by the chat handler."""
 
@@ -142,6 +162,11 @@ class Recorder:
         self.total = 0
         self.in_flight = 0
         self.peak_concurrency = 0
+        self.attendees: dict[str, AttendeeStats] = {}
+        # the room's inputs: open attempts by (run object id, identity, attempt), in start order,
+        # and the attempts that started or ended since the room last drained the journal
+        self.open_attempts: dict[tuple, tuple[str, float]] = {}
+        self.journal: deque[tuple] = deque(maxlen=JOURNAL_LIMIT)
 
     def now(self) -> float:
         """Seconds since the mock started (or was reset)."""
@@ -149,8 +174,13 @@ class Recorder:
 
     # --- the hot path: begin and end of each attempt ----------------------------------------
 
-    def begin(self, run: str, key: str, identity: str, t_start: float) -> tuple[RunStats, int]:
-        """Count an attempt in; return its run and its attempt number (1 for the first)."""
+    def begin(
+        self, run: str, key: str, identity: str, t_start: float, attendee: str = ""
+    ) -> tuple[RunStats, int]:
+        """Count an attempt in; return its run and its attempt number (1 for the first).
+
+        ``attendee`` names who sent it in the room view (empty: the key's hash stands for it).
+        """
         stats = self.runs.get(run)
         if stats is None:
             stats = self.runs[run] = RunStats(self.log_limit)
@@ -159,8 +189,19 @@ class Recorder:
         if state is None:
             state = stats.identities[identity] = IdentityState()
         state.attempts += 1
-        if state.attempts > 1:
-            self._grade_retry(stats, identity, state, t_start)
+        early = state.attempts > 1 and self._grade_retry(stats, identity, state, t_start)
+        attendee = attendee or key
+        person = self.attendees.get(attendee)
+        if person is None:
+            person = self.attendees[attendee] = AttendeeStats()
+        person.in_flight += 1
+        if person.in_flight > person.peak_concurrency:
+            person.peak_concurrency = person.in_flight
+        if early:
+            person.early_retries += 1
+        attempt_key = (id(stats), identity, state.attempts)
+        self.open_attempts[attempt_key] = (attendee, t_start)
+        self.journal.append((attempt_key, attendee, t_start))
         self.in_flight += 1
         if self.in_flight > self.peak_concurrency:
             self.peak_concurrency = self.in_flight
@@ -190,6 +231,14 @@ class Recorder:
         stats.requests_by_status[status] += 1
         self.keys[key][status] += 1
         stats.log.append((identity, attempt, t_start, t_end, status, retry_after_s, key))
+        attempt_key = (id(stats), identity, attempt)
+        opened = self.open_attempts.pop(attempt_key, None)
+        if opened is not None:  # None: a reset came while it was in flight
+            person = self.attendees[opened[0]]
+            person.in_flight -= 1
+            person.total += 1
+            person.requests_by_status[status] = person.requests_by_status.get(status, 0) + 1
+            self.journal.append((attempt_key, opened[0], t_start, t_end, status))
         state = stats.identities[identity]
         if attempt == state.attempts:  # the latest attempt (a hedged earlier one may end later)
             state.t_end = t_end
@@ -200,13 +249,14 @@ class Recorder:
 
     def _grade_retry(
         self, stats: RunStats, identity: str, state: IdentityState, t_start: float
-    ) -> None:
+    ) -> bool:
+        """Grade a retry for the report card; True when it came before ``Retry-After``."""
         if state.attempts == self.max_attempts + 1:
             stats.note_problem(
                 "too_many_attempts", {"identity": identity, "attempts": state.attempts}
             )
         if state.t_end is None:  # the previous attempt has not ended: a hedge, not a retry
-            return
+            return False
         gap_s = t_start - state.t_end
         example = {
             "identity": identity,
@@ -221,8 +271,10 @@ class Recorder:
                 stats.note_problem(
                     "retried_before_retry_after", {**example, "retry_after_s": state.retry_after_s}
                 )
+                return True
         elif state.status >= 400:
             self._grade_backoff(stats, state, gap_s, example)
+        return False
 
     def _grade_backoff(
         self, stats: RunStats, state: IdentityState, gap_s: float, example: dict

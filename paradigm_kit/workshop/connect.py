@@ -37,7 +37,13 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from ..settings import DEFAULT_MODEL, MOCK_PLACEHOLDER_KEY, api_settings
+from ..settings import (
+    ATTENDEE_HEADER,
+    DEFAULT_MODEL,
+    MOCK_PLACEHOLDER_KEY,
+    api_settings,
+    attendee_name,
+)
 
 __all__ = ["Connection", "connect", "local_mock", "versions"]
 
@@ -62,8 +68,12 @@ class Connection:
         return f"{self.base_url}/chat/completions"
 
     def headers(self) -> dict[str, str]:
-        """The two headers every call sends: the bearer key and the JSON content type."""
-        return {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
+        """The bearer key and the JSON content type; ``X-Attendee`` when PARADIGM_ATTENDEE is set."""
+        headers = {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
+        attendee = attendee_name()  # read per call: an attendee may set it after connecting
+        if attendee:
+            headers[ATTENDEE_HEADER] = attendee
+        return headers
 
     def close(self) -> None:
         """Stop the mock this connection started (a no-op for the real API)."""
