@@ -15,21 +15,19 @@ Which models the input names is the runner's business: ``preflight`` returns the
 from __future__ import annotations
 
 import asyncio
-import html
 import json
-import re
 from collections.abc import Awaitable, Callable, Iterable
 from itertools import count
 
 import aiohttp
 
 from ..retry import RETRYABLE_EXCEPTIONS, RetryPolicy, is_retryable_status, parse_retry_after_s
+from ..server_text import redact, summarise_body
 from .checks import BatchConfigError
 
-__all__ = ["PREFLIGHT_TIMEOUT_S", "preflight", "redact", "summarise_body"]
+__all__ = ["PREFLIGHT_TIMEOUT_S", "preflight"]
 
 PREFLIGHT_TIMEOUT_S = 15.0
-EXCERPT_CHARS = 120
 
 
 async def _plain_sleep(seconds: float) -> bool:
@@ -116,30 +114,3 @@ async def _ask(
             f"{url} did not answer an OpenAI-style model list ({summarise_body(body, api_key)}): "
             "check PARADIGM_BASE_URL"
         ) from None
-
-
-_TAG = re.compile(rb"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
-
-
-def summarise_body(body: bytes, api_key: str = "") -> str:
-    """An error body in one short line: an OpenAI-style error's message, else a tag-stripped,
-    whitespace-collapsed excerpt of at most ``EXCERPT_CHARS`` characters. The key is masked."""
-    try:
-        error = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        error = None
-    if isinstance(error, dict):
-        text = str(error.get("message") or error.get("code") or error)
-    elif isinstance(error, str):
-        text = error
-    else:
-        text = html.unescape(_TAG.sub(b" ", body[:65536]).decode("utf-8", "replace"))
-    text = " ".join(redact(text, api_key).split())
-    if len(text) > EXCERPT_CHARS:
-        text = text[: EXCERPT_CHARS - 3] + "..."
-    return text or "(empty body)"
-
-
-def redact(text: str, api_key: str) -> str:
-    """``text`` with every occurrence of the key replaced by ``***``."""
-    return text.replace(api_key, "***") if api_key and api_key in text else text

@@ -91,6 +91,7 @@ from ..retry import (
     is_retryable_status,
     parse_retry_after_s,
 )
+from ..server_text import summarise_body
 from ..settings import DEFAULT_MODEL, MissingApiKey, api_settings
 from ..timeline import TimelineRecorder
 from .checks import (
@@ -112,7 +113,7 @@ from .jsonl import (
     sort_output,
 )
 from .pacing import Pacer, estimate_tokens
-from .preflight import PREFLIGHT_TIMEOUT_S, preflight, summarise_body
+from .preflight import PREFLIGHT_TIMEOUT_S, preflight
 
 __all__ = [
     "PREFLIGHT_TIMEOUT_S",
