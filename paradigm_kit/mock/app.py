@@ -67,6 +67,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from ..ratelimit import TokenBucket
 from .config import MockConfig
@@ -508,7 +509,13 @@ async def read_body(request: web.Request) -> bytes:
             f"The body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB.",
             code="request_too_large",
         ) from None
-    except (aiohttp.ClientPayloadError, HttpProcessingError, ValueError, zlib.error) as error:
+    except (
+        RequestPayloadError,
+        aiohttp.ClientPayloadError,
+        HttpProcessingError,
+        ValueError,
+        zlib.error,
+    ) as error:
         raise ClientError(
             400,
             f"The body could not be read ({type(error).__name__}): check Content-Encoding.",
