@@ -484,3 +484,59 @@ def test_a_signal_during_the_preflight_ends_the_run_with_its_code(tmp_path, sign
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == code, stderr
     assert "Traceback" not in stderr and not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("signals", "code"),
+    [
+        pytest.param([signal.SIGTERM], 143, id="sigterm-in-flight-143"),
+        pytest.param([signal.SIGTERM, signal.SIGTERM], 143, id="second-sigterm-cancels-143"),
+        pytest.param([signal.SIGINT, signal.SIGINT], 130, id="second-sigint-cancels-130"),
+    ],
+)
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_signal_with_requests_in_flight_keeps_every_written_line_whole(
+    start_mock_server, tmp_path, signals, code
+):
+    """Stopped mid-run: the exit code names the signal, every line is a whole record, and the
+    rerun finishes the rest with each id once."""
+    base_url = start_mock_server(latency=0.5)
+    source, output = write_input(tmp_path / "in.jsonl", 40), tmp_path / "out.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARADIGM_")}
+    env.update(PARADIGM_BASE_URL=base_url, PARADIGM_API_KEY=KEY)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(source),
+            str(output),
+            "--no-progress",
+            "--concurrency",
+            "4",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for _ in range(600):  # wait (at most a minute) until requests are in flight
+        if mock_stats(base_url)["in_flight"] > 0:
+            break
+        threading.Event().wait(0.1)
+    for signum in signals:
+        process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert "Traceback" not in stderr
+    ids = [json.loads(line)["id"] for line in output.read_text().splitlines()]
+    assert len(ids) < 40 and len(ids) == len(set(ids))
+    assert cli(source, output, base_url=base_url).returncode == 0
+    ids = [json.loads(line)["id"] for line in output.read_text().splitlines()]
+    assert sorted(ids) == sorted(f"r{i}" for i in range(40))
+
+
+def test_on_resume_the_progress_bar_counts_the_whole_input(fresh_mock_url, tmp_path, capsys):
+    source, output = write_input(tmp_path / "in.jsonl", 10), tmp_path / "out.jsonl"
+    output.write_text("".join(f'{{"id": "r{i}", "response": {{}}}}\n' for i in range(4)))
+    run(source, output, fresh_mock_url, progress=True)
+    assert "10/10" in capsys.readouterr().err

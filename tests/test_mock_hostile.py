@@ -254,3 +254,31 @@ def test_runs_are_bounded_the_oldest_forgotten(http):
         runs = mock_stats(url)["runs"]
         total = mock_stats(url)["total"]
     assert sorted(runs) == ["b", "c", "d"] and total == 4
+
+
+def test_an_idle_keep_alive_connection_is_closed_by_the_mock():
+    """With --keepalive-timeout, an idle connection is closed by the server (recv sees EOF);
+    the bound of the wait is only there to fail instead of hanging."""
+    with running_mock(latency=0.0, keepalive_timeout=0.2) as url:
+        host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=60) as connection:
+            connection.sendall(
+                f"GET /api/v2/models HTTP/1.1\r\nHost: {host}\r\n{AUTH_LINE}\r\n\r\n".encode()
+            )
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += connection.recv(65536)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = int(
+                next(
+                    line
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                ).split(b":")[1]
+            )
+            while len(body) < length:
+                body += connection.recv(65536)
+            assert connection.recv(65536) == b""  # closed by the mock, not by us
+
+
+AUTH_LINE = f"Authorization: Bearer {KEY}"
