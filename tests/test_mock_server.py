@@ -377,3 +377,33 @@ def test_client_leaving_mid_stream_counts_499_and_mock_keeps_serving():
         stats = asyncio.run(scenario())
         assert stats["requests_by_status"] == {"499": 1}
         assert chat_request(base_url)["object"] == "chat.completion"
+
+
+def test_running_out_of_file_descriptors_is_reported_once_a_minute_in_one_line():
+    """asyncio logs a traceback per failed accept(); the mock lets one line through per minute."""
+    import logging
+
+    from paradigm_kit.mock.server import _OnceAMinute
+
+    once = _OnceAMinute()
+
+    def record() -> logging.LogRecord:
+        try:
+            raise OSError(24, "Too many open files")
+        except OSError:
+            exc_info = sys.exc_info()
+        return logging.LogRecord(
+            "asyncio",
+            logging.ERROR,
+            __file__,
+            1,
+            "socket.accept() out of system resource",
+            (),
+            exc_info,
+        )
+
+    passed = [r for r in (record() for _ in range(100)) if once.filter(r)]
+    assert len(passed) == 1
+    assert passed[0].exc_info is None and "file descriptors" in passed[0].getMessage()
+    other = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "something else", (), None)
+    assert once.filter(other)
