@@ -43,6 +43,7 @@ __all__ = [
     "OutputWriter",
     "count_lines",
     "drop_torn_tail",
+    "empty_output",
     "holds_no_whole_line",
     "merge_retried",
     "parse_record",
@@ -299,7 +300,22 @@ def _temporary_beside(path: str | os.PathLike[str]) -> str:
     directory, name = os.path.split(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     os.close(handle)
+    # mkstemp makes it private (0600): give it the mode the file it replaces had
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.chmod(temporary, mode)
     return temporary
+
+
+def empty_output(path: str | os.PathLike[str]) -> None:
+    """``--overwrite``: replace ``path`` by an empty file atomically, forget any side file."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(side_path(path))
+    os.replace(_temporary_beside(path), path)
 
 
 def side_path(output_path: str | os.PathLike[str]) -> str:

@@ -106,6 +106,7 @@ from .checks import (
 from .jsonl import (
     OutputFileError,
     OutputWriter,
+    empty_output,
     merge_retried,
     read_requests,
     scan_output,
@@ -343,14 +344,11 @@ class _Run:
         """Take the next request from the shared input until it is exhausted or the run stops."""
         progress, stop = self.progress, self.stop
         for line_number, request_id, body, problem in self.source:
-            if problem is None:
-                problem = self.unserved(body.get("model"))
-                kind = "model_not_found"
-            else:
-                kind = "invalid_input"
+            kind = "invalid_input"
+            if problem is None and (problem := self.unserved(body.get("model"))) is not None:
+                kind = "model_not_found"  # checked by the preflight: not sent at all
+                self.summary.unknown_model += 1
             if problem is not None:
-                if kind == "model_not_found":
-                    self.summary.unknown_model += 1
                 error = {"status": None, "type": kind, "message": problem}
                 self._write_failed(request_id, line_number, 0, 0.0, error)
             else:
@@ -645,11 +643,7 @@ def _prepare_output(output_path: str, overwrite: bool) -> None:
     """Once the preflight passed: empty the output for ``overwrite`` (atomically), or merge a
     leftover side file and drop a torn last line."""
     if overwrite:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(side_path(output_path))
-        empty = f"{output_path}.overwrite.tmp"
-        open(empty, "wb").close()
-        os.replace(empty, output_path)
+        empty_output(output_path)
     else:
         scan_output(output_path, repair=True)
 
