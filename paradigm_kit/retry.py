@@ -5,8 +5,11 @@ batch runner, the notebooks and the tests share one answer to "retry this?" and 
 
 Which failures retry (decided by the HTTP status or the exception type, never by the body text):
 
-* 408 Request Timeout, 409 Conflict, 429 Too Many Requests and every 5xx: the same request may
-  succeed later;
+* 408 Request Timeout, 409 Conflict, 429 Too Many Requests and every 5xx but 501 Not
+  Implemented and 505 HTTP Version Not Supported (the server says it will never handle this
+  request): the same request may succeed later;
+* except a 429 whose error ``code`` is ``insufficient_quota``: OpenAI-style APIs answer so when
+  the account is out of credit, and no wait makes that succeed (``is_final_429``);
 * a per-attempt timeout (``asyncio.TimeoutError``) and a dropped connection
   (``aiohttp.ServerDisconnectedError``, ``aiohttp.ClientConnectionError``,
   ``aiohttp.ClientPayloadError``): the request may never have reached the server, or its answer
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -51,6 +55,7 @@ __all__ = [
     "NEVER_RETRIED_STATUSES",
     "RETRYABLE_EXCEPTIONS",
     "RetryPolicy",
+    "is_final_429",
     "is_retryable_status",
     "parse_retry_after_s",
 ]
@@ -60,6 +65,7 @@ __all__ = [
 NEVER_RETRIED_STATUSES = frozenset({400, 401, 403, 404, 422})
 
 _RETRYABLE_4XX = frozenset({408, 409, 429})
+_FINAL_5XX = frozenset({501, 505})
 
 #: Exceptions of one attempt that are worth another one: a timeout, a dropped connection or a
 #: truncated body. ``ServerDisconnectedError`` and ``ClientConnectorError`` are subclasses of
@@ -72,8 +78,13 @@ RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
 
 
 def is_retryable_status(status: int) -> bool:
-    """True for 408, 409, 429 and 5xx: statuses where the same request may succeed later."""
-    return status >= 500 or status in _RETRYABLE_4XX
+    """True for 408, 409, 429 and 5xx but 501/505: the same request may succeed later."""
+    return (status >= 500 and status not in _FINAL_5XX) or status in _RETRYABLE_4XX
+
+
+def is_final_429(error: object) -> bool:
+    """True for a 429 error body's ``error`` object saying the account is out of credit."""
+    return isinstance(error, dict) and error.get("code") == "insufficient_quota"
 
 
 def parse_retry_after_s(headers: Mapping[str, str], now_s: float | None = None) -> float | None:
@@ -86,7 +97,9 @@ def parse_retry_after_s(headers: Mapping[str, str], now_s: float | None = None) 
     milliseconds = headers.get("retry-after-ms")
     if milliseconds:
         try:
-            return max(0.0, float(milliseconds) / 1000.0)
+            value_s = float(milliseconds) / 1000.0
+            if math.isfinite(value_s):
+                return max(0.0, value_s)
         except ValueError:
             pass
     value = headers.get("retry-after")
@@ -94,9 +107,11 @@ def parse_retry_after_s(headers: Mapping[str, str], now_s: float | None = None) 
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        value_s = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, value_s) if math.isfinite(value_s) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -122,8 +137,9 @@ class RetryPolicy:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.jitter not in ("equal", "full"):
             raise ValueError(f"jitter must be 'equal' or 'full', got {self.jitter!r}")
-        if self.base_delay_s < 0 or self.max_delay_s < 0 or self.max_retry_after_s < 0:
-            raise ValueError("delays must be >= 0")
+        delays = (self.base_delay_s, self.max_delay_s, self.max_retry_after_s)
+        if not all(math.isfinite(delay_s) and delay_s >= 0 for delay_s in delays):
+            raise ValueError("backoff and Retry-After delays must be finite numbers >= 0")
 
     def backoff_s(self, retry_number: int, rng: random.Random | None = None) -> float:
         """Exponential backoff with jitter before retry ``retry_number`` (1-based)."""

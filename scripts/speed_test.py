@@ -176,6 +176,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.requests < 1 or (args.concurrency is not None and args.concurrency < 1):
         parser.error("--requests and --concurrency must be at least 1")
+    if args.json:  # checked now, not after the whole run
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if os.path.isdir(args.json) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            message = f"--json {args.json}: not a file in an existing, writable folder"
+            parser.exit(2, f"speed_test.py: error: {message}\n")
     return args
 
 
@@ -206,8 +211,12 @@ def main(argv: list[str] | None = None) -> int:
             "sync_s": sync_s,
             "improvement_factor": factor,
         }
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(timings, out, indent=2)
+        try:
+            with open(args.json, "w", encoding="utf-8") as out:
+                json.dump(timings, out, indent=2)
+        except OSError as error:
+            print(f"speed_test.py: cannot write {args.json}: {error.strerror}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from paradigm_kit.batch.jsonl import (
+    OutputFileError,
     OutputWriter,
     count_lines,
     drop_torn_tail,
+    holds_no_whole_line,
     merge_retried,
     read_requests,
     scan_output,
@@ -80,17 +84,89 @@ def test_drop_torn_tail_truncates_after_the_last_newline(tmp_path):
     assert drop_torn_tail(path) == 0
 
 
-def test_scan_output_collects_done_and_failed_ids_and_repairs(tmp_path):
-    """Done ids include errors; a corrupt line is dropped so a rerun leaves none behind."""
+def test_scan_output_collects_done_and_failed_ids_and_drops_only_a_torn_tail(tmp_path):
+    """Done ids include errors; the torn last line a kill leaves is the one line dropped."""
     path = tmp_path / "out.jsonl"
     path.write_bytes(
-        b'{"id": 1, "response": {}}\n{"id": "b", "error": {"status": 400}}\ngarbage\n{"id": 4, "resp'
+        b'{"id": 1, "response": {}}\n{"id": "b", "error": {"status": 400}}\n{"id": 4, "resp'
     )
     state = scan_output(path)
     assert state.done_ids == {1, "b"}
     assert state.failed_ids == {"b"}
-    assert state.corrupt_lines == 1 and state.torn_bytes > 0
+    assert state.torn_bytes > 0
     assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == [1, "b"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(b"name,score\nann,3\n", "first line is not one", id="a-csv-file"),
+        pytest.param(b'{"id": 1, "messages": []}\n', "first line is not one", id="an-input-file"),
+        pytest.param(
+            b'{"id": 1, "response": {}}\ngarbage\n{"id": 2, "response": {}}\n',
+            "line 2 of",
+            id="a-bad-line-in-the-middle",
+        ),
+    ],
+)
+def test_scan_output_never_deletes_a_line_that_is_not_a_record(tmp_path, content, message):
+    """Anything but a torn last line that is not a record stops the scan; the file is intact."""
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(OutputFileError, match=message):
+        scan_output(path)
+    assert path.read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b'{"id": 1, "resp', id="only-a-torn-line"),
+    ],
+)
+def test_an_output_without_a_whole_line_resumes(tmp_path, content):
+    """An empty output, or one holding only what a kill in the first second leaves."""
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(content)
+    assert holds_no_whole_line(path)
+    assert scan_output(path).done_ids == set()
+    assert path.read_bytes() == b""
+
+
+def test_scan_output_reads_a_leftover_side_file_as_merged(tmp_path):
+    """A kill during --retry-failed leaves a side file: its lines win, before and after merge."""
+    path = write_lines(
+        tmp_path / "out.jsonl",
+        [
+            '{"id": 1, "response": {}}',
+            '{"id": 2, "error": {"status": 500}}',
+            '{"id": 3, "error": {}}',
+        ],
+    )
+    side = tmp_path / "out.jsonl.retrying"
+    side.write_bytes(b'{"id": 2, "response": {}}\n{"id": 3, "resp')
+    read_only = scan_output(path, repair=False)
+    assert (read_only.done_ids, read_only.failed_ids) == ({1, 2, 3}, {3})
+    repaired = scan_output(path)
+    assert (repaired.done_ids, repaired.failed_ids) == ({1, 2, 3}, {3})
+    assert not side.exists()
+    assert sorted(json.loads(line)["id"] for line in path.read_text().splitlines()) == [1, 2, 3]
+
+
+def test_merge_retried_twice_is_harmless(tmp_path):
+    """A kill between the atomic replace and the side file's removal: the next merge is a no-op."""
+    path = write_lines(
+        tmp_path / "out.jsonl", ['{"id": 1, "error": {}}', '{"id": 2, "response": {}}']
+    )
+    side = write_lines(tmp_path / "out.jsonl.retrying", ['{"id": 1, "response": {"n": 1}}'])
+    kept = side.read_text()
+    merge_retried(path)
+    side.write_text(kept)  # as if the kill came before os.remove(side)
+    merge_retried(path)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == [1, 2]
+    assert all("response" in r for r in records)
 
 
 def test_merge_retried_replaces_each_retried_line_atomically(tmp_path):

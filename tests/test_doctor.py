@@ -6,9 +6,12 @@ branch runs on this machine; the server checks run against a real mock on a free
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import socket
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -184,3 +187,81 @@ def test_doctor_cli_exit_code_and_no_key_in_output(keyed_mock, key, exit_code):
     done = run_python("-W", "error", "-m", "paradigm_kit.doctor", env=env)
     assert done.returncode == exit_code, done.stdout + done.stderr
     assert key not in done.stdout + done.stderr
+
+
+# --- the key never leaves ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _server(handler_class):
+    """A plain HTTP server in a thread on a free loopback port; yields its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api/v2"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Quiet(http.server.BaseHTTPRequestHandler):
+    seen: list = []
+
+    def log_message(self, *args):  # no access log on stderr
+        pass
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param(f"{SECRET}\nX-Injected: 1", id="key-with-a-newline"),
+        pytest.param(f"{SECRET}\rX", id="key-with-a-carriage-return-inside"),
+        pytest.param(f"sk-\x00{SECRET}", id="key-with-a-nul"),
+    ],
+)
+def test_doctor_refuses_a_key_with_a_control_character_without_showing_it(key, capsys):
+    checks = check_endpoint("http://127.0.0.1:9/api/v2", key)
+    report = format_report(checks)
+    assert checks[0].status == "fail" and "control character" in report
+    assert SECRET not in report and "sk-" not in report
+
+
+def test_doctor_does_not_follow_a_redirect_to_another_origin():
+    """A 307 to another server: the doctor reports it and the other server never sees the key."""
+
+    class Elsewhere(_Quiet):
+        seen: list = []
+
+        def do_GET(self):
+            Elsewhere.seen.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.end_headers()
+
+    with _server(Elsewhere) as other:
+
+        class Moved(_Quiet):
+            def do_GET(self):
+                self.send_response(307)
+                self.send_header("Location", f"{other}/models")
+                self.end_headers()
+
+        with _server(Moved) as base_url:
+            report = format_report(check_server(base_url, SECRET, timeout_s=10))
+    assert Elsewhere.seen == []
+    assert "307" in report and SECRET not in report
+
+
+def test_doctor_masks_a_key_that_the_server_echoes():
+    class Echo(_Quiet):
+        def do_GET(self):
+            body = f"<html><h1>Denied</h1><p>{self.headers['Authorization']}</p></html>".encode()
+            self.send_response(500)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    with _server(Echo) as base_url:
+        report = format_report(check_server(base_url, SECRET, timeout_s=10))
+    assert SECRET not in report and "***" in report and "<h1>" not in report

@@ -93,8 +93,19 @@ def test_cli_prints_base_url_first_and_exits_0_on_signal(signum):
         pytest.param(
             ["--error-statuses", "418"], "cannot inject status 418", id="status-not-injectable"
         ),
-        pytest.param(["--latency", "-1"], "--latency must be >= 0", id="negative-latency"),
-        pytest.param(["--rpm", "0"], "--rpm must be positive", id="zero-rpm"),
+        pytest.param(["--latency", "-1"], "--latency must be a finite", id="negative-latency"),
+        pytest.param(["--latency", "nan"], "--latency must be a finite", id="nan-latency"),
+        pytest.param(["--latency", "inf"], "--latency must be a finite", id="inf-latency"),
+        pytest.param(
+            ["--retry-after", "nan"], "--retry-after must be a finite", id="nan-retry-after"
+        ),
+        pytest.param(["--rpm", "0"], "--rpm must be a finite positive", id="zero-rpm"),
+        pytest.param(["--rpm", "nan"], "--rpm must be a finite positive", id="nan-rpm"),
+        pytest.param(["--port", "-1"], "--port must be from 0 to 65535", id="negative-port"),
+        pytest.param(["--port", "99999"], "--port must be from 0 to 65535", id="port-too-big"),
+        pytest.param(
+            ["--keepalive-timeout", "nan"], "--keepalive-timeout must be", id="nan-keepalive"
+        ),
         pytest.param(["--latency", "soon"], "invalid float value", id="not-a-number"),
     ],
 )
@@ -295,22 +306,50 @@ def test_sigterm_with_requests_in_flight_still_exits_0():
     assert asyncio.run(scenario()) == 0
 
 
+def _resolved(host: str) -> list[str]:
+    """The addresses a server asked to bind ``host`` ends up on (resolved as asyncio does,
+    AI_PASSIVE), without binding anything."""
+    import socket
+
+    infos = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    return [info[4][0] for info in infos]
+
+
 @pytest.mark.parametrize(
     ("host", "warns"),
     [
         pytest.param("0.0.0.0", True, id="all-ipv4"),
         pytest.param("::", True, id="all-ipv6"),
+        pytest.param("0", True, id="zero"),
+        pytest.param("::0", True, id="ipv6-zero"),
+        pytest.param("0x0", True, id="hex-zero"),
+        pytest.param("00.0.0.0", True, id="octal-zero"),
+        pytest.param("", True, id="empty-host"),
         pytest.param("127.0.0.1", False, id="loopback"),
+        pytest.param("::1", False, id="ipv6-loopback"),
+        pytest.param("127.1.2.3", False, id="loopback-range"),
     ],
 )
-def test_network_warning_only_when_listening_on_all_interfaces(host, warns):
-    """--host 0.0.0.0 prints a warning that the mock is reachable from the network, with the URL to share."""
-    from paradigm_kit.mock.server import network_warning
+def test_network_warning_whenever_a_bound_address_is_not_loopback(host, warns):
+    """Judged on the addresses the spelling resolves to, never on the string."""
+    from paradigm_kit.mock.server import network_warning, url_host
 
-    warning = network_warning(host, 8123)
+    try:
+        addresses = _resolved(host)
+    except OSError:
+        pytest.skip(f"{host!r} does not resolve on this system")
+    warning = network_warning(addresses, 8123)
     assert (warning is not None) == warns
     if warns:
-        assert "reach" in warning and ":8123/api/v2" in warning
+        assert warning.startswith("WARNING:") and ":8123/api/v2" in warning
+        assert url_host(addresses) in ("127.0.0.1", "[::1]")
+
+
+def test_network_warning_for_a_lan_address():
+    from paradigm_kit.mock.server import network_warning, url_host
+
+    assert network_warning(["192.168.1.20"], 8123).startswith("WARNING:")
+    assert url_host(["192.168.1.20"]) == "192.168.1.20"
 
 
 def test_client_leaving_mid_stream_counts_499_and_mock_keeps_serving():
@@ -338,3 +377,33 @@ def test_client_leaving_mid_stream_counts_499_and_mock_keeps_serving():
         stats = asyncio.run(scenario())
         assert stats["requests_by_status"] == {"499": 1}
         assert chat_request(base_url)["object"] == "chat.completion"
+
+
+def test_running_out_of_file_descriptors_is_reported_once_a_minute_in_one_line():
+    """asyncio logs a traceback per failed accept(); the mock lets one line through per minute."""
+    import logging
+
+    from paradigm_kit.mock.server import _OnceAMinute
+
+    once = _OnceAMinute()
+
+    def record() -> logging.LogRecord:
+        try:
+            raise OSError(24, "Too many open files")
+        except OSError:
+            exc_info = sys.exc_info()
+        return logging.LogRecord(
+            "asyncio",
+            logging.ERROR,
+            __file__,
+            1,
+            "socket.accept() out of system resource",
+            (),
+            exc_info,
+        )
+
+    passed = [r for r in (record() for _ in range(100)) if once.filter(r)]
+    assert len(passed) == 1
+    assert passed[0].exc_info is None and "file descriptors" in passed[0].getMessage()
+    other = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "something else", (), None)
+    assert once.filter(other)

@@ -122,6 +122,25 @@ def test_speed_test_without_key_exits_2_with_one_line():
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param("missing-folder/x.json", id="json-in-a-missing-folder"),
+        pytest.param(".", id="json-is-a-directory"),
+    ],
+)
+def test_speed_test_checks_json_before_sending_anything(fresh_speed_mock, tmp_path, target):
+    """A --json that cannot be written is refused up front: exit 2, one line, nothing sent."""
+    result = run_script(
+        "--json",
+        str(tmp_path / target),
+        env=clean_env(PARADIGM_BASE_URL=fresh_speed_mock, PARADIGM_API_KEY="k"),
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "--json" in result.stderr
+    assert mock_stats(fresh_speed_mock)["total"] == 0
+
+
 def test_speed_test_failed_request_reports_status_and_message():
     """A request the API refuses (wrong key) ends the run with its status and message, exit 1."""
     with running_mock(latency=0, api_key="the-right-key") as base_url:

@@ -2,38 +2,51 @@
 
 The design, as a reader should follow it (the package docstring has the user's view):
 
-1. **Preflight** (``preflight``): ``GET {base}/models`` with the key, before anything is sent
-   or written. A missing key, an unreachable URL, a refused key (401/403) or a model the server
-   does not serve raises ``BatchConfigError`` with one clear line (the CLI exits 2). Rate-limit
-   headers on that answer already teach the pacer the server's limits.
-2. **Resume** (``jsonl.scan_output``): ids already in the output are skipped; a torn last line
-   from a kill is dropped first. Only the set of done ids is kept.
-3. **Workers**: ``concurrency`` coroutines pull from one shared iterator over the input. The
+1. **Refusals** (``checks``): numbers, key, URL, the output and timeline files, duplicate ids,
+   a request no token budget could admit: each is one ``BatchConfigError`` line (the CLI exits
+   2) raised before anything is sent or written. The input is read once for this (``survey``),
+   which also gives the models named and the number of lines left to send.
+2. **Preflight** (``preflight``): ``GET {base}/models`` with the key, retried like a request
+   (429, 5xx, timeouts). A refused key, an unreachable host or a non-API answer stops the run.
+   Lines naming a model the server does not serve get an error line each without being sent,
+   wherever they are in the file; if no line to send names a served model, the run is refused
+   instead (a typo in ``--model``). Rate-limit headers on that answer teach the pacer.
+3. **Resume** (``jsonl.scan_output``): a leftover ``--retry-failed`` side file is merged and a
+   torn last line dropped (the only line a repair removes); ids already done are skipped. With
+   ``retry_failed``, only the successes are skipped: error lines are redone, and lines never
+   sent (an interrupted run) are sent too, so such a run never ends with input lines unsent.
+4. **Workers**: ``concurrency`` coroutines pull from one shared iterator over the input. The
    input itself is the queue: a worker takes the next line when it is free, so memory holds at
    most ``concurrency`` requests whatever the input size, with no producer task and no
    ``asyncio.Queue`` hand-off per request (a bounded queue would only add a buffer and two
    context switches per request, and the runner's CPU per request must stay within 10% of a
    bare aiohttp loop). No task is created per request.
-4. **One request** (``_Run._send``): the body is serialised once; every attempt carries the same
+5. **One request** (``_Run._send``): the body is serialised once; every attempt carries the same
    ``Idempotency-Key`` (a hash of the id and the body, so the same id in two different files is
    not mistaken for one request). Before each attempt the pacer admits it (cooldown, buckets);
    then the attempt runs under its own ``aiohttp.ClientTimeout``. Because a worker has at most
    one request in flight and the connection pool has ``concurrency`` connections, the timeout
-   starts once the request has its slot: it never counts a wait for a connection. Retries follow
-   ``paradigm_kit.retry``: the worker keeps its request, sleeps for ``Retry-After`` or a
-   backoff, and sends it again; a 429 also starts the pacer's shared cooldown. (A request
+   starts once the request has its slot: it never counts a wait for a connection. Each attempt
+   gives an ``_Attempt`` and ``_judge`` turns it into a ``_Verdict`` (ok, retry after a wait, or
+   failed with an error). Retries follow ``paradigm_kit.retry``: the worker keeps its request,
+   sleeps for ``Retry-After`` or a backoff, and sends it again; a 429 also starts the pacer's
+   shared cooldown, except ``insufficient_quota`` (out of credit), recorded at once. (A request
    waiting to retry holds its worker, so heavy faults lower the effective concurrency; the
    cookbook re-queues retries instead, at the price of a queue and more state per request.)
    One ``aiohttp.ClientSession`` for the run, its pool sized to the concurrency; proxies from
    the environment as ``trust_env=True`` would find them, but looked up once (``proxy_from_env``).
-5. **Output**: one line per request, written whole in batches (``jsonl.OutputWriter``). A
+   Redirects are never followed: the ``Authorization`` header must not reach another origin.
+6. **Output**: one line per request, written whole in batches (``jsonl.OutputWriter``). A
    successful response's bytes are copied into the line as they came, after ``json.loads`` has
-   checked them: no re-serialisation on the hot path.
-6. **Stop**: SIGINT/SIGTERM (the CLI: ``handle_signals=True``) stop taking new lines and cut
-   short every wait (backoff, rate limit, cooldown); in-flight attempts finish or time out and
-   are written; a request interrupted between attempts gets no line, so the next run sends it
-   again. A second signal cancels the in-flight attempts too. In a notebook, interrupting the
-   cell cancels the run; the lines already finished are flushed on the way out.
+   checked them: no re-serialisation on the hot path. Any text that came from the server has
+   the key masked (``***``) before it is written or shown.
+7. **Stop** (``_Stop``): with ``handle_signals`` (the CLI), SIGINT/SIGTERM are handled from
+   the start. During the preflight, or while a worker only waits (backoff, rate limit,
+   cooldown), the run ends at once. With requests in flight, the first signal stops taking new
+   lines and lets them finish (each bounded by its timeout) and be written; a request
+   interrupted between attempts gets no line, so the next run sends it again. A second signal
+   cancels the in-flight attempts too. Exit code 130 after SIGINT, 143 after SIGTERM. In a
+   notebook, interrupting the cell cancels the run; the lines already finished are flushed.
 
 What this does that the OpenAI cookbook's ``api_request_parallel_processor.py`` does not: no
 1 ms polling loop and no fire-and-forget tasks (workers are awaited), 429 read from the status
@@ -46,12 +59,10 @@ The one big cost found was aiohttp's ``trust_env=True``: two thread-pool hops pe
 (netrc, proxy lookup) made the runner use 2.3x the CPU of a bare aiohttp loop; resolving the
 proxy once brought it level (about 150 us of CPU per request on this machine, the bare
 ``gather`` loop slightly more). Per request the runner now does one ``json.loads`` of the input
-line, one ``json.dumps`` of the body, one hash, one POST and one ``json.loads`` of the answer,
-then formats one output line. Counters are plain integers; the progress bar is advanced by
-tqdm's own ``update`` (a counter increment; it redraws at most twice a second); a timeline
-record costs about 2 us.
-
-Ids should be unique within an input: the output holds one line per id, and resume skips by id.
+line (plus one in the up-front survey), one ``json.dumps`` of the body, one hash, one POST and
+one ``json.loads`` of the answer, then formats one output line. Counters are plain integers; the
+progress bar is advanced by tqdm's own ``update`` (a counter increment; it redraws at most twice
+a second); a timeline record costs about 2 us.
 """
 
 from __future__ import annotations
@@ -59,13 +70,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,13 +84,29 @@ import aiohttp
 import yarl
 from aiohttp.helpers import get_env_proxy_for_url
 
-from ..retry import RETRYABLE_EXCEPTIONS, RetryPolicy, is_retryable_status, parse_retry_after_s
+from ..retry import (
+    RETRYABLE_EXCEPTIONS,
+    RetryPolicy,
+    is_final_429,
+    is_retryable_status,
+    parse_retry_after_s,
+)
+from ..server_text import summarise_body
 from ..settings import ATTENDEE_HEADER, DEFAULT_MODEL, MissingApiKey, api_settings, attendee_name
 from ..timeline import TimelineRecorder
+from .checks import (
+    BatchConfigError,
+    InputSurvey,
+    check_api_key,
+    check_base_url,
+    check_number,
+    check_paths,
+    survey,
+)
 from .jsonl import (
-    OutputState,
+    OutputFileError,
     OutputWriter,
-    count_lines,
+    empty_output,
     merge_retried,
     read_requests,
     scan_output,
@@ -87,8 +114,10 @@ from .jsonl import (
     sort_output,
 )
 from .pacing import Pacer, estimate_tokens
+from .preflight import PREFLIGHT_TIMEOUT_S, preflight
 
 __all__ = [
+    "PREFLIGHT_TIMEOUT_S",
     "BatchConfigError",
     "BatchEstimate",
     "BatchSummary",
@@ -98,16 +127,14 @@ __all__ = [
     "run_batch",
 ]
 
-PREFLIGHT_TIMEOUT_S = 15.0
-
-
-class BatchConfigError(Exception):
-    """The run cannot start (key, URL, model, input): the message is one line for the user."""
+#: Exit codes after a stop, by signal (the shell's 128 + signal number).
+EXIT_AFTER_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 @dataclass
 class BatchSummary:
-    """What a run did. ``exit_code``: 0 all succeeded, 1 some failed, 130 interrupted."""
+    """What a run did. ``exit_code``: 0 all succeeded, 1 some failed, 130 interrupted (143 when
+    by SIGTERM)."""
 
     output_path: str
     requests: int = 0  # requests handled by this run (new lines written)
@@ -118,15 +145,18 @@ class BatchSummary:
     retried: int = 0  # retries (attempts beyond the first), all requests together
     requests_retried: int = 0
     rate_limited: int = 0  # 429 answers seen
+    out_of_quota: int = 0  # 429 insufficient_quota: recorded at once, never retried
+    unknown_model: int = 0  # lines naming a model the server does not serve: not sent
     prompt_tokens: int = 0
     completion_tokens: int = 0
     tokens: int = 0
     cost: float | None = None
     wall_s: float = 0.0
     interrupted: bool = False
+    stopped_by: int | None = None  # the signal number that stopped the run, if one did
     limits: str = "no rate limit"
     concurrency: int = 0
-    error_statuses: dict[int, int] = field(default_factory=dict)  # non-2xx answers by status
+    error_statuses: Counter = field(default_factory=Counter)  # non-2xx answers by status
 
     @property
     def requests_per_s(self) -> float:
@@ -135,23 +165,29 @@ class BatchSummary:
     @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return 130
+            return EXIT_AFTER_SIGNAL.get(self.stopped_by, 130)
         return 1 if self.failed or self.earlier_failures else 0
 
     def __str__(self) -> str:
+        earlier = f" (+{self.earlier_failures} error lines from earlier runs)"
         lines = [
             f"requests     {self.requests} in this run ({self.skipped} already done)",
             f"succeeded    {self.succeeded}",
-            f"failed       {self.failed}"
-            + (
-                f" (+{self.earlier_failures} error lines from earlier runs)"
-                if self.earlier_failures
-                else ""
-            ),
+            f"failed       {self.failed}" + (earlier if self.earlier_failures else ""),
             f"retried      {self.retried} retries over {self.requests_retried} requests, "
             f"{self.rate_limited} answers were 429",
             f"tokens       {self.tokens} ({self.prompt_tokens} prompt + {self.completion_tokens} completion)",
         ]
+        if self.out_of_quota:
+            lines.append(
+                f"quota        {self.out_of_quota} requests refused with insufficient_quota "
+                "(the account is out of credit: not retried; top it up, then --retry-failed)"
+            )
+        if self.unknown_model:
+            lines.append(
+                f"models       {self.unknown_model} lines name a model the server does not "
+                "serve: not sent, recorded as errors"
+            )
         if self.cost is not None:
             lines.append(f"cost         {self.cost:.4f} (at the given price per 1k tokens)")
         lines += [
@@ -161,46 +197,6 @@ class BatchSummary:
             + ("  [interrupted: run again to finish]" if self.interrupted else ""),
         ]
         return "\n".join(lines)
-
-
-# --- preflight ----------------------------------------------------------------------------
-
-
-async def preflight(
-    session: aiohttp.ClientSession, base_url: str, models: Iterable[str], pacer: Pacer | None = None
-) -> list[str]:
-    """``GET {base_url}/models``: raise ``BatchConfigError`` unless the server answers, accepts
-    the key and serves every model in ``models``. Returns the models it serves."""
-    url = f"{base_url}/models"
-    try:
-        async with session.get(
-            url, timeout=aiohttp.ClientTimeout(total=PREFLIGHT_TIMEOUT_S)
-        ) as response:
-            status = response.status
-            body = await response.read()
-            if pacer is not None:
-                pacer.learn(response.headers)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-        reason = str(error) or type(error).__name__
-        raise BatchConfigError(f"cannot reach {url}: {reason} (check PARADIGM_BASE_URL)") from None
-    if status in (401, 403):
-        raise BatchConfigError(
-            f"the API key was refused ({status}) by {url}: check PARADIGM_API_KEY"
-        )
-    if status != 200:
-        raise BatchConfigError(
-            f"{url} answered {status}: {_error_message(body)} (check PARADIGM_BASE_URL)"
-        )
-    try:
-        served = [entry["id"] for entry in json.loads(body)["data"]]
-    except (ValueError, KeyError, TypeError):
-        raise BatchConfigError(f"{url} did not answer an OpenAI-style model list") from None
-    for model in models:
-        if model not in served:
-            raise BatchConfigError(
-                f"model {model!r} is not served by {base_url} (available: {', '.join(served) or 'none'})"
-            )
-    return served
 
 
 def proxy_from_env(url: str) -> tuple[yarl.URL | None, aiohttp.BasicAuth | None]:
@@ -219,17 +215,97 @@ def proxy_from_env(url: str) -> tuple[yarl.URL | None, aiohttp.BasicAuth | None]
         return None, None
 
 
-def _error_message(body: bytes) -> str:
-    try:
-        error = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        return body[:200].decode("utf-8", "replace").strip() or "(empty body)"
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("code") or error)
-    return str(error)
+# --- stopping -----------------------------------------------------------------------------
 
 
-# --- the run ------------------------------------------------------------------------------
+class _Stop:
+    """The run's stop flag, set by a signal (or ``stop()``); ``sleep`` returns early once set.
+
+    The first signal sets the flag and wakes every sleeper; a second one calls ``on_force``
+    (the runner cancels its workers). Handlers are installed by ``handling_signals``.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.forced = False
+        self.signal_number: int | None = None
+        self.on_force: Callable[[], None] = lambda: None
+        self._event = asyncio.Event()
+
+    def stop(self, signal_number: int | None = None) -> None:
+        if self.stopping:
+            self.forced = True
+            self.on_force()
+        self.stopping = True
+        self.signal_number = self.signal_number or signal_number
+        self._event.set()
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless the run stops first; False if it stopped."""
+        if self.stopping:
+            return False
+        if seconds > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._event.wait(), seconds)
+        return not self.stopping
+
+    async def unless_stopped(self, work: Any) -> tuple[bool, Any]:
+        """Await ``work`` (a coroutine) unless a stop comes first: ``(True, result)``, or
+        ``(False, None)`` with ``work`` cancelled."""
+        task = asyncio.ensure_future(work)
+        waiter = asyncio.ensure_future(self._event.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.cancelled():
+            return False, None
+        return True, task.result()
+
+    @contextlib.contextmanager
+    def handling_signals(self, enabled: bool) -> Iterator[None]:
+        """SIGINT/SIGTERM call ``stop`` while inside (POSIX; a no-op on Windows)."""
+        loop = asyncio.get_running_loop()
+        installed: list[int] = []
+        if enabled and sys.platform != "win32":
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, self.stop, signum)
+                installed.append(signum)
+        try:
+            yield
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+
+
+# --- one attempt, and what it means -------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """What one POST gave: an answer (``status`` set) or a failure before any answer."""
+
+    status: int | None
+    headers: Any
+    body: bytes
+    t_first_byte: float | None
+    failure: dict | None = None  # no answer: {"type", "message"}
+    final: bool = False  # the failure cannot get better by sending again
+
+
+@dataclass(slots=True)
+class _Verdict:
+    """``ok`` (with the parsed response), ``retry`` (after ``wait_s``) or ``failed`` (with the
+    error for the output line)."""
+
+    kind: str
+    response: Any = None
+    wait_s: float = 0.0
+    error: dict | None = None
 
 
 class _Stopping(Exception):
@@ -252,35 +328,28 @@ class _Run:
         recorder: TimelineRecorder | None,
         summary: BatchSummary,
         progress: Any,
+        stop: _Stop,
+        api_key: str,
+        unserved: Callable[[str], str | None],
     ) -> None:
         self.session, self.url, self.source, self.writer = session, url, source, writer
         self.pacer, self.policy, self.timeout, self.recorder = pacer, policy, timeout, recorder
-        self.summary, self.progress = summary, progress
+        self.summary, self.progress, self.stop = summary, progress, stop
+        self.unserved = unserved  # model -> why it cannot be sent, or None
+        self._key = api_key.encode()
+        self._escaped_key = json.dumps(api_key)[1:-1].encode()
         self.t0 = time.monotonic()  # every request of the batch is queued from the start
-        self.stopping = False
-        self._stop_event = asyncio.Event()
-        self.pacer.sleep = self.sleep
-
-    def stop(self) -> None:
-        """Stop taking new work; wake every worker sleeping between attempts."""
-        self.stopping = True
-        self._stop_event.set()
-
-    async def sleep(self, seconds: float) -> bool:
-        """Sleep ``seconds`` unless the run stops first; False if it stopped."""
-        if self.stopping:
-            return False
-        if seconds > 0:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop_event.wait(), seconds)
-        return not self.stopping
 
     async def worker(self) -> None:
         """Take the next request from the shared input until it is exhausted or the run stops."""
-        progress = self.progress
+        progress, stop = self.progress, self.stop
         for line_number, request_id, body, problem in self.source:
+            kind = "invalid_input"
+            if problem is None and (problem := self.unserved(body.get("model"))) is not None:
+                kind = "model_not_found"  # checked by the preflight: not sent at all
+                self.summary.unknown_model += 1
             if problem is not None:
-                error = {"status": None, "type": "invalid_input", "message": problem}
+                error = {"status": None, "type": kind, "message": problem}
                 self._write_failed(request_id, line_number, 0, 0.0, error)
             else:
                 try:
@@ -289,7 +358,7 @@ class _Run:
                     return
             if progress is not None:
                 progress.update(1)
-            if self.stopping:
+            if stop.stopping:
                 return
 
     async def _send(self, line_number: int, request_id: Any, body: dict) -> None:
@@ -298,109 +367,123 @@ class _Run:
         headers = {"Idempotency-Key": idempotency_key(request_id, payload)}
         pacer, recorder = self.pacer, self.recorder
         t_queued = t_first_sent = self.t0
-        attempt = 0
+        attempt_number = 0
         while True:
-            attempt += 1
+            attempt_number += 1
             tokens_taken = await pacer.admit(body)
             if tokens_taken is None:
                 raise _Stopping
             t_started = time.monotonic()
-            if attempt == 1:
+            if attempt_number == 1:
                 t_first_sent = t_started
-            status, response_headers, raw, t_first_byte, failure = await self._post(
-                payload, headers
-            )
+            attempt = await self._post(payload, headers)
             t_end = time.monotonic()
-            if response_headers is not None and pacer.learning:
-                pacer.learn(response_headers)
-            outcome, detail = self._judge(status, response_headers, raw, failure, attempt)
+            if attempt.headers is not None and pacer.learning:
+                pacer.learn(attempt.headers)
+            verdict = self._judge(attempt, attempt_number)
             if recorder is not None:
-                wait_s = detail if outcome == "retry" else 0.0
                 recorder.record(
                     request_id,
-                    attempt,
+                    attempt_number,
                     t_queued,
                     t_started,
-                    t_first_byte,
+                    attempt.t_first_byte,
                     t_end,
-                    status,
-                    outcome,
-                    wait_s,
+                    attempt.status,
+                    verdict.kind,
+                    verdict.wait_s,
                 )
-            if outcome == "ok":
-                usage = detail.get("usage") if isinstance(detail, dict) else None
-                self._write_ok(request_id, line_number, attempt, t_end - t_first_sent, raw, usage)
+            latency_s = t_end - t_first_sent
+            if verdict.kind == "ok":
+                response = verdict.response
+                usage = response.get("usage") if isinstance(response, dict) else None
+                self._write_ok(
+                    request_id, line_number, attempt_number, latency_s, attempt.body, usage
+                )
                 if tokens_taken:
                     pacer.settle(tokens_taken, usage, body.get("max_tokens"))
                 return
-            if outcome == "failed":
-                self._write_failed(request_id, line_number, attempt, t_end - t_first_sent, detail)
+            if verdict.kind == "failed":
+                self._write_failed(
+                    request_id, line_number, attempt_number, latency_s, verdict.error
+                )
                 return
-            if not await self.sleep(detail):  # "retry": detail is the wait in seconds
+            if not await self.stop.sleep(verdict.wait_s):
                 raise _Stopping
             t_queued = time.monotonic()
 
-    async def _post(self, payload: bytes, headers: dict) -> tuple:
-        """One attempt: ``(status, headers, body, t_first_byte, failure)``; ``status`` is
-        ``None`` and ``failure`` says why when no answer came (timeout, dropped connection)."""
+    async def _post(self, payload: bytes, headers: dict) -> _Attempt:
+        """One attempt; a timeout or a dropped connection gives an ``_Attempt`` without status."""
         try:
             async with self.session.post(
-                self.url, data=payload, headers=headers, timeout=self.timeout
+                self.url, data=payload, headers=headers, timeout=self.timeout, allow_redirects=False
             ) as response:
                 t_first_byte = time.monotonic()
-                return response.status, response.headers, await response.read(), t_first_byte, None
+                return _Attempt(
+                    response.status, response.headers, await response.read(), t_first_byte
+                )
         except asyncio.TimeoutError:
             failure = {"type": "timeout", "message": f"no answer within {self.timeout.total:g} s"}
+            return _Attempt(None, None, b"", None, failure)
         except RETRYABLE_EXCEPTIONS as error:
             failure = {"type": "connection_error", "message": f"{type(error).__name__}: {error}"}
+            return _Attempt(None, None, b"", None, failure)
         except aiohttp.ClientError as error:  # not worth retrying (an invalid URL, ...)
-            failure = {
-                "type": "client_error",
-                "message": f"{type(error).__name__}: {error}",
-                "final": True,
-            }
-        return None, None, b"", None, failure
+            failure = {"type": "client_error", "message": f"{type(error).__name__}: {error}"}
+            return _Attempt(None, None, b"", None, failure, final=True)
 
-    def _judge(
-        self, status: int | None, headers: Any, raw: bytes, failure: dict | None, attempt: int
-    ) -> tuple[str, Any]:
-        """What one attempt's result means: ``("ok", parsed response)``, ``("retry", wait in
-        seconds)`` or ``("failed", error dict for the output line)``."""
+    def _judge(self, attempt: _Attempt, attempt_number: int) -> _Verdict:
+        """What one attempt's result means (see ``_Verdict``)."""
+        status, failure = attempt.status, attempt.failure
         if status is not None and 200 <= status < 300:
             try:
-                return "ok", json.loads(raw)
+                return _Verdict("ok", response=json.loads(attempt.body))
             except ValueError:  # a truncated or garbled answer: worth another attempt
                 failure = {"type": "invalid_response", "message": "the response is not valid JSON"}
         summary, policy = self.summary, self.policy
         if status is not None:
-            summary.error_statuses[status] = summary.error_statuses.get(status, 0) + 1
+            summary.error_statuses[status] += 1
+            if status == 429:
+                summary.rate_limited += 1
             if failure is None:
-                failure = _error_fields(raw)
-                if not is_retryable_status(status):
-                    return "failed", {"status": status, **failure}
-        elif failure.pop("final", False):
-            return "failed", {"status": None, **failure}
-        retry_after_s = parse_retry_after_s(headers) if headers is not None else None
-        if status == 429:
-            summary.rate_limited += 1
+                failure, final = _error_fields(attempt.body, status)
+                if final:
+                    summary.out_of_quota += failure.get("code") == "insufficient_quota"
+                    return _Verdict("failed", error={"status": status, **failure})
+        elif attempt.final:
+            return _Verdict("failed", error={"status": None, **failure})
+        retry_after_s = (
+            parse_retry_after_s(attempt.headers) if attempt.headers is not None else None
+        )
         if policy.retry_after_too_long(retry_after_s):
             message = (
                 f"the server asked to retry after {retry_after_s:.0f} s, over the "
                 f"{policy.max_retry_after_s:.0f} s cap (--max-retry-after)"
             )
-            return "failed", {"status": status, "type": "retry_after_too_long", "message": message}
-        if attempt > policy.max_retries:
-            failure["message"] = f"gave up after {attempt} attempts: {failure.get('message')}"
-            return "failed", {"status": status, **failure}
-        wait_s = policy.delay_s(attempt, retry_after_s)
+            return _Verdict(
+                "failed",
+                error={"status": status, "type": "retry_after_too_long", "message": message},
+            )
+        if attempt_number > policy.max_retries:
+            message = f"gave up after {attempt_number} attempts: {failure.get('message')}"
+            return _Verdict("failed", error={"status": status, **failure, "message": message})
+        wait_s = policy.delay_s(attempt_number, retry_after_s)
         if status == 429:  # the account is over its limit: every worker pauses, not just this one
             self.pacer.cool_down(wait_s)
         summary.retried += 1
-        if attempt == 1:
+        if attempt_number == 1:
             summary.requests_retried += 1
         if self.progress is not None:
             self._show_counts()
-        return "retry", wait_s
+        return _Verdict("retry", wait_s=wait_s)
+
+    def _mask(self, data: bytes) -> bytes:
+        """``data`` with the key (raw or JSON-escaped) replaced by ``***``."""
+        if self._key and self._key in data:
+            data = data.replace(self._key, b"***")
+        if self._escaped_key and self._escaped_key in data:
+            data = data.replace(self._escaped_key, b"***")
+        return data
 
     def _write_ok(
         self,
@@ -426,7 +509,7 @@ class _Run:
         # the response's bytes as they came (json.loads has checked them): no re-serialisation
         self.writer.write(
             b'{"id": %s, "line": %d, "attempts": %d, "latency_s": %.3f, "response": %s}\n'
-            % (json.dumps(request_id).encode(), line_number, attempts, latency_s, raw)
+            % (json.dumps(request_id).encode(), line_number, attempts, latency_s, self._mask(raw))
         )
 
     def _write_failed(
@@ -441,7 +524,7 @@ class _Run:
             "latency_s": round(latency_s, 3),
             "error": error,
         }
-        self.writer.write(json.dumps(record).encode() + b"\n")
+        self.writer.write(self._mask(json.dumps(record).encode()) + b"\n")
         if self.progress is not None:
             self._show_counts()
 
@@ -460,36 +543,109 @@ def idempotency_key(request_id: Any, payload: bytes) -> str:
     ).hexdigest()
 
 
-def _error_fields(raw: bytes) -> dict:
-    """``message``/``type``/``code`` from an OpenAI-shaped error body, else the body's text."""
+def _error_fields(raw: bytes, status: int) -> tuple[dict, bool]:
+    """``message``/``type``/``code`` of an error answer (a one-line summary of a non-API body),
+    and whether it is final: a status never retried, or a 429 saying the account is out of
+    credit."""
     try:
         error = json.loads(raw).get("error")
     except (ValueError, AttributeError):
         error = None
-    if isinstance(error, dict):
-        return {key: error[key] for key in ("message", "type", "code") if key in error}
-    if isinstance(error, str):
-        return {"message": error}
-    return {"message": raw[:500].decode("utf-8", "replace").strip()}
+    if isinstance(error, dict) and error:
+        fields = {key: error[key] for key in ("message", "type", "code") if key in error}
+    else:
+        fields = {"message": summarise_body(raw)}
+    final = not is_retryable_status(status) or (status == 429 and is_final_429(error))
+    return fields, final
 
 
-def _peek(iterator: Iterator[tuple]) -> tuple[tuple | None, Iterator[tuple]]:
-    """The first item of ``iterator`` and an iterator that still yields it."""
-    first = next(iterator, None)
-    return first, (iterator if first is None else itertools.chain([first], iterator))
+# --- the run ------------------------------------------------------------------------------
 
 
-def _check_input(requests: Any) -> None:
-    if isinstance(requests, (str, os.PathLike)) and not os.path.isfile(requests):
-        raise BatchConfigError(f"input file not found: {os.fspath(requests)}")
+@dataclass
+class _Settings:
+    """The checked configuration of a run."""
+
+    base_url: str
+    api_key: str
+    policy: RetryPolicy
 
 
-def _repair_output(output_path: str) -> OutputState:
-    """Once the preflight passed: merge a leftover ``--retry-failed`` side file, drop a torn
-    last line, and return what the output holds."""
-    if os.path.exists(output_path):
-        merge_retried(output_path)
-    return scan_output(output_path, repair=True)
+def _check_settings(
+    base_url: str | None,
+    api_key: str | None,
+    *,
+    concurrency: int,
+    max_retries: int,
+    retry_policy: RetryPolicy | None,
+    timeout_s: float,
+    max_requests_per_minute: float | None,
+    max_tokens_per_minute: float | None,
+    price_per_1k_tokens: float | None,
+) -> _Settings:
+    """Every number, the key and the URL, or ``BatchConfigError``."""
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise BatchConfigError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    check_number("the timeout (seconds)", timeout_s)
+    check_number("max_requests_per_minute", max_requests_per_minute)
+    check_number("max_tokens_per_minute", max_tokens_per_minute)
+    check_number("the price per 1k tokens", price_per_1k_tokens, strict=False)
+    try:
+        policy = retry_policy or RetryPolicy(max_retries=max_retries)
+    except ValueError as error:
+        raise BatchConfigError(str(error)) from None
+    if base_url is None or api_key is None:
+        try:
+            settings = api_settings(require_key=api_key is None)
+        except MissingApiKey as error:
+            raise BatchConfigError(str(error)) from None
+        base_url = base_url or settings.base_url
+        api_key = api_key or settings.api_key
+    if not api_key:
+        raise BatchConfigError(str(MissingApiKey()))
+    check_api_key(api_key)
+    check_base_url(base_url)
+    return _Settings(base_url.rstrip("/"), api_key, policy)
+
+
+def _check_input(requests: Any) -> Any:
+    """A readable input file, or an iterable of dicts made re-iterable (the survey reads it
+    once before the run does)."""
+    if isinstance(requests, (str, os.PathLike)):
+        if not os.path.isfile(requests):
+            raise BatchConfigError(f"input file not found: {os.fspath(requests)}")
+        if not os.access(requests, os.R_OK):
+            raise BatchConfigError(f"cannot read the input file {os.fspath(requests)}")
+        return requests
+    return list(requests) if iter(requests) is requests else requests
+
+
+def _unserved_rule(
+    plan: InputSurvey, served: list[str], base_url: str
+) -> Callable[[Any], str | None]:
+    """model -> why its lines are not sent (``None`` if served). One rule wherever a line is:
+    its model is not served, so its line is an error line. Refused up front only when no line
+    to send names a served model (a typo in ``--model``): nothing could succeed."""
+    unknown = [model for model in plan.lines_by_model if model not in served]
+    if not unknown:
+        return lambda model: None
+    available = ", ".join(served) or "none"
+    if len(unknown) == len(plan.lines_by_model):
+        raise BatchConfigError(
+            f"no line names a model served by {base_url}: {plan.lines_naming(unknown)} "
+            f"are not served (available: {available})"
+        )
+    why = {m: f"model {m!r} is not served by {base_url} (available: {available})" for m in unknown}
+    return why.get
+
+
+def _prepare_output(output_path: str, overwrite: bool) -> None:
+    """Once the preflight passed: empty the output for ``overwrite`` (atomically), or merge a
+    leftover side file and drop a torn last line."""
+    if overwrite:
+        empty_output(output_path)
+    else:
+        scan_output(output_path, repair=True)
 
 
 async def run_batch(
@@ -513,6 +669,7 @@ async def run_batch(
     progress: bool = True,
     check_first: bool = True,
     handle_signals: bool = False,
+    overwrite: bool = False,
 ) -> BatchSummary:
     """Send every request of ``requests`` (a JSONL path, or an iterable of request dicts) and
     append one line per request to ``output_path``; return a ``BatchSummary``.
@@ -520,101 +677,100 @@ async def run_batch(
     Await it from a notebook (``summary = await run_batch(...)``); a script wraps it in
     ``asyncio.run``. ``base_url``/``api_key`` default to ``PARADIGM_BASE_URL`` /
     ``PARADIGM_API_KEY``. Requests without ``model`` use ``model``; without ``id``, their line
-    number (1-based). ``max_retries`` is ignored when a ``retry_policy`` is given. ``timeline``
-    is a JSONL path or a ``TimelineRecorder`` to record every attempt in. ``handle_signals``
-    (the CLI) makes SIGINT/SIGTERM stop the run gracefully. Raises ``BatchConfigError`` before
+    number (1-based); ids must be unique. ``max_retries`` is ignored when a ``retry_policy`` is
+    given. ``retry_failed`` redoes the error lines and sends the lines never sent.
+    ``timeline`` is a JSONL path or a ``TimelineRecorder`` to record every attempt in.
+    ``handle_signals`` (the CLI) makes SIGINT/SIGTERM stop the run gracefully. ``overwrite``
+    empties an existing output that holds something else. Raises ``BatchConfigError`` before
     sending or writing anything if the configuration cannot work.
     """
-    if concurrency < 1:
-        raise BatchConfigError(f"concurrency must be >= 1, got {concurrency}")
-    _check_input(requests)
-    if base_url is None or api_key is None:
-        try:
-            settings = api_settings(require_key=api_key is None)
-        except MissingApiKey as error:
-            raise BatchConfigError(str(error)) from None
-        base_url = base_url or settings.base_url
-        api_key = api_key or settings.api_key
-    if not api_key:
-        raise BatchConfigError(str(MissingApiKey()))
-    base_url = base_url.rstrip("/")
-    policy = retry_policy or RetryPolicy(max_retries=max_retries)
+    settings = _check_settings(
+        base_url,
+        api_key,
+        concurrency=concurrency,
+        max_retries=max_retries,
+        retry_policy=retry_policy,
+        timeout_s=timeout_s,
+        max_requests_per_minute=max_requests_per_minute,
+        max_tokens_per_minute=max_tokens_per_minute,
+        price_per_1k_tokens=price_per_1k_tokens,
+    )
+    requests = _check_input(requests)
     output_path = os.fspath(output_path)
+    input_path = os.fspath(requests) if isinstance(requests, (str, os.PathLike)) else None
+    timeline_path = os.fspath(timeline) if isinstance(timeline, (str, os.PathLike)) else None
+    check_paths(input_path, output_path, timeline_path, overwrite=overwrite)
+    try:  # read-only until the preflight has passed; a side file counts as merged
+        state = scan_output(output_path, repair=False) if not overwrite else None
+    except OutputFileError as error:
+        raise BatchConfigError(str(error)) from None
+    done = state.done_ids if state is not None else set()
+    skip_ids = done - state.failed_ids if retry_failed and state is not None else done
 
-    state = scan_output(output_path, repair=False)  # read-only until the preflight has passed
-    skip_ids = state.done_ids - state.failed_ids if retry_failed else state.done_ids
-    only_ids = state.failed_ids if retry_failed else None
-    source = read_requests(requests, default_model=model, skip_ids=skip_ids, only_ids=only_ids)
-    first, source = _peek(source)
+    def every_line() -> Iterator[tuple]:
+        return read_requests(requests, default_model=model)
 
+    plan = survey(
+        every_line(), every_line, skip_ids=skip_ids, max_tokens_per_minute=max_tokens_per_minute
+    )
+    stop = _Stop()
     pacer = Pacer(
         max_requests_per_minute=max_requests_per_minute,
         max_tokens_per_minute=max_tokens_per_minute,
         learn_from_headers=learn_limits_from_headers,
+        sleep=stop.sleep,
     )
     summary = BatchSummary(output_path=output_path, concurrency=concurrency)
+    base_url, api_key, policy = settings.base_url, settings.api_key, settings.policy
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     if attendee := attendee_name():  # PARADIGM_ATTENDEE: this run's name in the room view
         headers[ATTENDEE_HEADER] = attendee
     proxy, proxy_auth = proxy_from_env(base_url)
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(
-        headers=headers, connector=connector, proxy=proxy, proxy_auth=proxy_auth
-    ) as session:
-        if check_first:
-            if pacer.requests_bucket is not None:
-                pacer.requests_bucket.charge(1)  # servers may count GET /models too
-            first_model = (
-                [first[2]["model"]] if first is not None and first[2] is not None else [model]
+    with stop.handling_signals(handle_signals):
+        async with aiohttp.ClientSession(
+            headers=headers, connector=connector, proxy=proxy, proxy_auth=proxy_auth
+        ) as session:
+            unserved: Callable[[Any], str | None] = lambda model: None  # noqa: E731
+            if check_first:
+                if pacer.requests_bucket is not None:
+                    pacer.requests_bucket.charge(1)  # servers may count GET /models too
+                answered, served = await stop.unless_stopped(
+                    preflight(
+                        session,
+                        base_url,
+                        (),
+                        pacer,
+                        policy=policy,
+                        sleep=stop.sleep,
+                        api_key=api_key,
+                    )
+                )
+                if not answered or served is None:  # stopped: nothing sent, nothing written
+                    summary.interrupted, summary.stopped_by = True, stop.signal_number
+                    return summary
+                unserved = _unserved_rule(plan, served, base_url)
+
+            # the configuration works: from here on, the output may be written
+            _prepare_output(output_path, overwrite)
+            summary.skipped = plan.already_done
+            summary.earlier_failures = 0 if retry_failed or state is None else len(state.failed_ids)
+            await _run(
+                session,
+                requests=read_requests(requests, default_model=model, skip_ids=skip_ids),
+                write_to=side_path(output_path) if retry_failed else output_path,
+                plan=plan,
+                base_url=base_url,
+                api_key=api_key,
+                pacer=pacer,
+                policy=policy,
+                timeout_s=timeout_s,
+                timeline=timeline,
+                summary=summary,
+                progress=progress,
+                stop=stop,
+                unserved=unserved,
             )
-            await preflight(session, base_url, first_model, pacer)
-
-        # the configuration works: from here on, the output may be written
-        state = _repair_output(output_path)
-        summary.skipped = len(skip_ids)
-        summary.earlier_failures = 0 if retry_failed else len(state.failed_ids)
-        write_to = side_path(output_path) if retry_failed else output_path
-        recorder = (
-            timeline
-            if isinstance(timeline, TimelineRecorder) or timeline is None
-            else TimelineRecorder(timeline)
-        )
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm  # lazily: a notebook widget or a terminal bar
-
-            total = None
-            if retry_failed:
-                total = len(state.failed_ids)
-            elif isinstance(requests, (str, os.PathLike)):
-                total = max(0, count_lines(requests) - len(skip_ids))
-            elif hasattr(requests, "__len__"):
-                total = max(0, len(requests) - len(skip_ids))
-            bar = tqdm(total=total, unit="req", mininterval=0.5, smoothing=0.05, file=sys.stderr)
-        writer = OutputWriter(write_to)
-        run = _Run(
-            session=session,
-            url=f"{base_url}/chat/completions",
-            source=source,
-            writer=writer,
-            pacer=pacer,
-            policy=policy,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-            recorder=recorder,
-            summary=summary,
-            progress=bar,
-        )
-        t_start = time.monotonic()
-        try:
-            await _run_workers(run, concurrency, handle_signals)
-        finally:
-            summary.wall_s = time.monotonic() - t_start
-            summary.interrupted = run.stopping
-            writer.close()
-            if recorder is not None and recorder is not timeline:
-                recorder.close()
-            if bar is not None:
-                bar.close()
     if retry_failed:
         merge_retried(output_path)
     if ordered:
@@ -626,38 +782,89 @@ async def run_batch(
     return summary
 
 
-async def _run_workers(run: _Run, concurrency: int, handle_signals: bool) -> None:
-    """Run ``concurrency`` workers to the end; on a signal stop gracefully, on a second one (or
-    on cancellation) cancel the workers, whose unfinished requests then get no line."""
-    loop = asyncio.get_running_loop()
+async def _run(
+    session: aiohttp.ClientSession,
+    *,
+    requests: Iterator[tuple],
+    write_to: str,
+    plan: InputSurvey,
+    base_url: str,
+    api_key: str,
+    pacer: Pacer,
+    policy: RetryPolicy,
+    timeout_s: float,
+    timeline: Any,
+    summary: BatchSummary,
+    progress: bool,
+    stop: _Stop,
+    unserved: Callable[[Any], str | None],
+) -> None:
+    """The workers' part: open the writer, timeline and progress bar, run, close them all."""
+    recorder = (
+        timeline
+        if isinstance(timeline, TimelineRecorder) or timeline is None
+        else TimelineRecorder(timeline)
+    )
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm  # lazily: a notebook widget or a terminal bar
+
+        bar = tqdm(
+            total=plan.already_done + plan.to_send,
+            initial=plan.already_done,
+            unit="req",
+            mininterval=0.5,
+            smoothing=0.05,
+            file=sys.stderr,
+        )
+    writer = OutputWriter(write_to)
+    run = _Run(
+        session=session,
+        url=f"{base_url}/chat/completions",
+        source=requests,
+        writer=writer,
+        pacer=pacer,
+        policy=policy,
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        recorder=recorder,
+        summary=summary,
+        progress=bar,
+        stop=stop,
+        api_key=api_key,
+        unserved=unserved,
+    )
+    t_start = time.monotonic()
+    try:
+        await _run_workers(run, summary.concurrency)
+    finally:
+        summary.wall_s = time.monotonic() - t_start
+        summary.interrupted, summary.stopped_by = stop.stopping, stop.signal_number
+        writer.close()
+        if recorder is not None and recorder is not timeline:
+            recorder.close()
+        if bar is not None:
+            bar.close()
+
+
+async def _run_workers(run: _Run, concurrency: int) -> None:
+    """Run ``concurrency`` workers to the end; on a second signal (or on cancellation) cancel
+    the workers, whose unfinished requests then get no line."""
     workers = [asyncio.create_task(run.worker()) for _ in range(concurrency)]
-    forced = False
 
-    def on_signal() -> None:
-        nonlocal forced
-        if run.stopping:  # the second Ctrl-C: stop waiting for in-flight requests
-            forced = True
-            for task in workers:
-                task.cancel()
-        run.stop()
+    def cancel_workers() -> None:
+        for task in workers:
+            task.cancel()
 
-    installed: list[int] = []
-    if handle_signals and sys.platform != "win32":
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal)
-            installed.append(signum)
+    run.stop.on_force = cancel_workers
     try:
         await asyncio.gather(*workers)
     except asyncio.CancelledError:
-        run.stopping = True
-        if not forced:  # cancelled from outside (a notebook's interrupt): let it propagate
+        run.stop.stopping = True
+        if not run.stop.forced:  # cancelled from outside (a notebook's interrupt): propagate
             raise
     finally:
-        for task in workers:
-            task.cancel()
+        cancel_workers()
         await asyncio.gather(*workers, return_exceptions=True)
-        for signum in installed:
-            loop.remove_signal_handler(signum)
 
 
 # --- dry run ------------------------------------------------------------------------------
@@ -697,14 +904,15 @@ def estimate_batch(
     """Count what ``run_batch`` would send and estimate its tokens and cost; sends nothing."""
     if isinstance(requests, (str, os.PathLike)) and not os.path.isfile(requests):
         raise BatchConfigError(f"input file not found: {os.fspath(requests)}")
-    state = scan_output(output_path, repair=False) if output_path is not None else None
+    try:
+        state = scan_output(output_path, repair=False) if output_path is not None else None
+    except OutputFileError as error:
+        raise BatchConfigError(str(error)) from None
     done = state.done_ids if state is not None else set()
     failed = state.failed_ids if state is not None else set()
     skip_ids = done - failed if retry_failed else done
     count = invalid = tokens = 0
-    for _, _, body, problem in read_requests(
-        requests, default_model=model, skip_ids=skip_ids, only_ids=failed if retry_failed else None
-    ):
+    for _, _, body, problem in read_requests(requests, default_model=model, skip_ids=skip_ids):
         if problem is not None:
             invalid += 1
             continue

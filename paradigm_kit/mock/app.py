@@ -55,6 +55,7 @@ zero, one ``json.dumps`` per answer, and the models list is serialised once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import hmac
 import itertools
@@ -62,11 +63,15 @@ import json
 import math
 import struct
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from ..ratelimit import TokenBucket
 from ..tokens import completion_budget, estimate_prompt_tokens, estimate_text_tokens
@@ -90,6 +95,11 @@ __all__ = ["MOCK", "ClientError", "MockState", "RateLimits", "create_app"]
 API = "/api/v2"
 MAX_RUN_ID_CHARS = 100
 EMBEDDING_DIMENSIONS = 16
+#: Bodies up to this size are read (a real long prompt is a few MB); beyond: a JSON 413.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+#: Inputs per embeddings request, as OpenAI caps them: more is a 400, so that one request
+#: cannot hold the event loop (and every other client) for seconds.
+MAX_EMBEDDING_INPUTS = 2048
 NUMBER_RANGES = {
     "temperature": (0.0, 2.0),
     "top_p": (0.0, 1.0),
@@ -215,6 +225,7 @@ class MockState:
     models_body: bytes
     completion_ids: itertools.count
     key_hashes: dict[str, str]
+    answered_by_key: collections.Counter  # successful chat answers per key hash (the quota)
 
     def hash_key(self, api_key: str) -> str:
         known = self.key_hashes.get(api_key)
@@ -245,6 +256,9 @@ class MockState:
             "api_key_required": config.api_key is not None,
             "models": list(config.models),
             "max_attempts": config.max_attempts,
+            "max_runs": config.max_runs,
+            "keepalive_timeout_s": config.keepalive_timeout_s,
+            "quota_requests": config.quota_requests,
         }
 
 
@@ -260,19 +274,21 @@ def create_app(
     card): tests pass a fake one to count admissions and judge retry gaps without timing anything.
     """
     config = config or MockConfig()
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[MOCK] = MockState(
         config=config,
         recorder=Recorder(
             log_limit=config.log_limit,
             max_attempts=config.max_attempts,
             min_backoff_s=config.min_backoff_s,
+            max_runs=config.max_runs,
             clock=clock,
         ),
         limits=RateLimits(config, clock),
         models_body=_dumps(models_payload(config.models, int(time.time()))),
         completion_ids=itertools.count(1),
         key_hashes={},
+        answered_by_key=collections.Counter(),
     )
     app[ROOM] = Room(app[MOCK].recorder, lambda: capacity_snapshot(app))
     app[FACILITATOR_TOKEN] = new_facilitator_token(config.host)
@@ -434,7 +450,7 @@ def _check_messages(messages: Any) -> list[dict[str, Any]]:
                 param=f"messages[{index}]",
             )
         role = message.get("role")
-        if role not in VALID_ROLES:
+        if not isinstance(role, str) or role not in VALID_ROLES:
             raise ClientError(
                 400,
                 f"Invalid 'messages[{index}].role': {role!r}; expected one of "
@@ -451,20 +467,68 @@ def _check_messages(messages: Any) -> list[dict[str, Any]]:
                 code="invalid_type",
                 param=f"messages[{index}].content",
             )
+        if isinstance(content, list):
+            _check_content_parts(content, index)
     return messages
+
+
+def _check_content_parts(parts: list, index: int) -> None:
+    """Each part an object with a string ``type``; a ``text`` part's ``text`` a string."""
+    for number, part in enumerate(parts):
+        where = f"messages[{index}].content[{number}]"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise ClientError(
+                400,
+                f"Invalid '{where}': expected an object with a string 'type'.",
+                code="invalid_type",
+                param=where,
+            )
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise ClientError(
+                400,
+                f"Invalid '{where}.text': expected a string.",
+                code="invalid_type",
+                param=f"{where}.text",
+            )
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
     """The request body as a JSON object, or ``ClientError`` 400 (bad JSON, not an object)."""
     try:
         payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    # ValueError: also an integer of over 4,300 digits; RecursionError: nesting too deep
+    except (ValueError, RecursionError) as error:
         raise ClientError(
             400, f"The body is not valid JSON: {error}.", code="invalid_json"
         ) from None
     if not isinstance(payload, dict):
         raise ClientError(400, "The body must be a JSON object.", code="invalid_type")
     return payload
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, or ``ClientError``: 413 over ``MAX_BODY_BYTES``, 400 when it cannot be
+    decoded (a ``Content-Encoding`` the body does not match): a client's mistake, never a 5xx."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ClientError(
+            413,
+            f"The body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB.",
+            code="request_too_large",
+        ) from None
+    except (
+        RequestPayloadError,
+        aiohttp.ClientPayloadError,
+        HttpProcessingError,
+        ValueError,
+        zlib.error,
+    ) as error:
+        raise ClientError(
+            400,
+            f"The body could not be read ({type(error).__name__}): check Content-Encoding.",
+            code="invalid_body",
+        ) from None
 
 
 def _model_field(payload: dict[str, Any]) -> str:
@@ -540,7 +604,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     api_key = _api_key(request)
     key = mock.hash_key(api_key)
     run = request.headers.get("X-Run-Id", "")[:MAX_RUN_ID_CHARS] or key
-    body = await request.read()
+    try:
+        body = await read_body(request)
+    except ClientError as error:  # refused before it is an attempt: not counted
+        return error_response(error)
     identity = request.headers.get("Idempotency-Key") or identity_of_body(body)
     attendee = attendee_of(request.headers.get("X-Attendee"), api_key)
     stats, attempt = recorder.begin(run, key, identity, t_start, attendee)
@@ -571,6 +638,7 @@ async def _answer_chat(
         if mock.limits.enabled:
             headers.update(mock.limits.headers(key))
         chat = parse_chat_request(body, config.models)
+        _check_quota(mock, key)
     except ClientError as error:
         return error_response(error, headers), error.status, None
     prompt_tokens = estimate_prompt_tokens(chat.messages)
@@ -611,6 +679,24 @@ async def _answer_chat(
     await _sleep(first_byte_delay_s + config.per_token_latency_s * reply.completion_tokens)
     body = completion_body(completion_id, int(time.time()), chat.model, reply, prompt_tokens)
     return web.Response(body=body, headers=headers, content_type="application/json"), 200, None
+
+
+def _check_quota(mock: MockState, key: str) -> None:
+    """429 ``insufficient_quota`` once a key has had ``quota_requests`` chat requests: what
+    OpenAI-style APIs answer when the account is out of credit (no wait makes it succeed).
+    Counted when admitted, so concurrent requests cannot overdraw it."""
+    quota = mock.config.quota_requests
+    if quota is None:
+        return
+    if mock.answered_by_key[key] >= quota:
+        raise ClientError(
+            429,
+            "You exceeded your current quota, please check your plan and billing details "
+            "(mock: --quota-requests).",
+            error_type="insufficient_quota",
+            code="insufficient_quota",
+        )
+    mock.answered_by_key[key] += 1
 
 
 async def _sleep(delay_s: float) -> None:
@@ -752,7 +838,7 @@ async def embeddings(request: web.Request) -> web.Response:
     mock = request.app[MOCK]
     try:
         check_key(mock.config, _api_key(request))
-        payload = _json_object(await request.read())
+        payload = _json_object(await read_body(request))
         texts = payload.get("input")
         if isinstance(texts, str):
             texts = [texts]
@@ -761,6 +847,13 @@ async def embeddings(request: web.Request) -> web.Response:
                 400,
                 "Invalid 'input': expected a string or an array of strings.",
                 code="invalid_type",
+                param="input",
+            )
+        if len(texts) > MAX_EMBEDDING_INPUTS:
+            raise ClientError(
+                400,
+                f"Invalid 'input': {len(texts)} inputs; at most {MAX_EMBEDDING_INPUTS} per request.",
+                code="invalid_value",
                 param="input",
             )
         model = _model_field(payload)
@@ -808,4 +901,5 @@ async def mock_reset(request: web.Request) -> web.Response:
     mock = request.app[MOCK]
     mock.recorder.reset()
     mock.limits.reset()
+    mock.answered_by_key.clear()
     return json_response({"reset": True})

@@ -13,6 +13,7 @@ per attempt (``error_rate``), every limit per minute (``rpm``, ``tpm``).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -56,6 +57,13 @@ class MockConfig:
     min_backoff_s: float = 0.05
     # per-run ring buffer of attempt records for /_mock/log
     log_limit: int = 20_000
+    # runs (X-Run-Id values) remembered; past this the oldest run is forgotten
+    max_runs: int = 1000
+    # an idle keep-alive connection is closed after this (longer than aiohttp's client pool
+    # keeps one, 15 s, so a client never reuses a connection the mock is closing)
+    keepalive_timeout_s: float = 30.0
+    # chat requests admitted per API key, then 429 insufficient_quota; None = unlimited
+    quota_requests: int | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -64,9 +72,14 @@ class MockConfig:
             "jitter_s",
             "retry_after_s",
             "slow_seconds",
+            "min_backoff_s",
+            "keepalive_timeout_s",
         ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be from 0 to 65535, got {self.port}")
         rates = {
             "error_rate": self.error_rate,
             "slow_rate": self.slow_rate,
@@ -88,12 +101,14 @@ class MockConfig:
                 )
         for name in ("rpm", "tpm", "global_rpm", "global_tpm"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+            if value is not None and (not math.isfinite(value) or value <= 0):
+                raise ValueError(f"{name} must be a finite positive number, got {value}")
         if not self.models:
             raise ValueError("at least one model is needed")
-        if self.max_attempts < 1 or self.log_limit < 1:
-            raise ValueError("max_attempts and log_limit must be >= 1")
+        if self.max_attempts < 1 or self.log_limit < 1 or self.max_runs < 1:
+            raise ValueError("max_attempts, log_limit and max_runs must be >= 1")
+        if self.quota_requests is not None and self.quota_requests < 0:
+            raise ValueError(f"quota_requests must be >= 0, got {self.quota_requests}")
 
     @property
     def has_rate_limits(self) -> bool:
@@ -221,6 +236,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--log-limit", type=int, default=20_000, help="attempt records kept per run (default 20000)"
+    )
+    add(
+        "--max-runs",
+        type=int,
+        default=1000,
+        help="runs (X-Run-Id) remembered; the oldest is forgotten past this (default 1000)",
+    )
+    add(
+        "--keepalive-timeout",
+        dest="keepalive_timeout_s",
+        type=float,
+        default=30.0,
+        help="close a keep-alive connection idle this long (default 30)",
+    )
+    add(
+        "--quota-requests",
+        type=int,
+        default=None,
+        help="chat requests per API key, then 429 insufficient_quota (default: no quota)",
     )
     for action in parser._actions:  # say the unit in --help: SECONDS, not LATENCY_S
         if action.dest.endswith(("_s", "_seconds")):

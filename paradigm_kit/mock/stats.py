@@ -14,6 +14,11 @@ The recorder keeps, per run:
 * a ring buffer of the last ``log_limit`` attempt records (a tuple each), so a 100k-request
   bench does not grow memory without bound.
 
+At most ``max_runs`` runs are remembered (``--max-runs``, default 1000): a client inventing a new
+``X-Run-Id`` per request would otherwise grow the mock without bound (3,000 runs took 7 MB).
+Past that number the oldest run is forgotten (its per-run view and log); the whole-server
+counters still count its attempts.
+
 Statuses are HTTP codes, plus two nginx conventions for attempts that got no answer: ``444``
 when the mock dropped the connection on purpose, ``499`` when the client closed it first (a
 timeout). All keys of ``requests_by_status`` are thus status-code strings.
@@ -145,9 +150,11 @@ class Recorder:
         log_limit: int = 20_000,
         max_attempts: int = 8,
         min_backoff_s: float = 0.05,
+        max_runs: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.log_limit = log_limit
+        self.max_runs = max_runs
         self.max_attempts = max_attempts
         self.min_backoff_s = min_backoff_s
         self._clock = clock
@@ -183,6 +190,10 @@ class Recorder:
         """
         stats = self.runs.get(run)
         if stats is None:
+            if len(self.runs) >= self.max_runs:  # bounded: forget the oldest run (dicts keep order)
+                oldest = next(iter(self.runs))
+                del self.runs[oldest]
+                self.run_keys.pop(oldest, None)
             stats = self.runs[run] = RunStats(self.log_limit)
             self.run_keys[run] = key
         state = stats.identities.get(identity)

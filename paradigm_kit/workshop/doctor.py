@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from ..server_text import redact, summarise_body
 from ..settings import DEFAULT_MODEL, api_settings
 
 __all__ = ["Check", "run_doctor", "main"]
@@ -242,17 +243,32 @@ class _Answer:
     error: str = ""
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: the next request would carry the key to another origin."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ARG002
+        return None  # urllib then raises HTTPError with the 3xx status
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def _get_models(base_url: str, api_key: str, timeout_s: float) -> _Answer:
+    """``GET /models`` with the key; every text that came back has the key masked."""
     request = urllib.request.Request(
         f"{base_url.rstrip('/')}/models", headers={"Authorization": f"Bearer {api_key}"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return _Answer(response.status, response.read(100_000).decode("utf-8", "replace"))
+        with _OPENER.open(request, timeout=timeout_s) as response:
+            body = response.read(100_000).decode("utf-8", "replace")
+            return _Answer(response.status, redact(body, api_key))
     except urllib.error.HTTPError as error:
-        return _Answer(error.code, error.read(2_000).decode("utf-8", "replace"))
+        if 300 <= error.code < 400:
+            target = redact(error.headers.get("Location", "?"), api_key)
+            return _Answer(error.code, f"a redirect to {target}")
+        return _Answer(error.code, summarise_body(error.read(2_000), api_key))
     except (urllib.error.URLError, OSError, ValueError) as error:  # refused, DNS, timeout, bad URL
-        return _Answer(0, "", str(getattr(error, "reason", error)))
+        return _Answer(0, "", redact(str(getattr(error, "reason", error)), api_key))
 
 
 def check_server(base_url: str, api_key: str, timeout_s: float = SERVER_TIMEOUT_S) -> list[Check]:
@@ -289,11 +305,19 @@ def _key_verdict(answer: _Answer) -> Check:
             "the key is valid but has no permission here (403)",
             "ask your Paradigm admin for API access",
         )
+    if 300 <= answer.status < 400:
+        return Check(
+            "key",
+            "fail",
+            f"GET /models answered {answer.status}, {answer.body} (not followed: it would carry "
+            "the key to another address)",
+            "set PARADIGM_BASE_URL to the final address (…/api/v2)",
+        )
     if answer.status != 200:
         return Check(
             "key",
             "fail",
-            f"GET /models answered {answer.status}: {answer.body[:200]}",
+            f"GET /models answered {answer.status}: {answer.body}",
             "is PARADIGM_BASE_URL the API's base (…/api/v2)? Try again; if it persists, ask the "
             "facilitator",
         )
@@ -358,6 +382,15 @@ def check_endpoint(base_url: str | None, api_key: str | None) -> list[Check]:
     settings = api_settings(require_key=False, base_url=base_url)
     key = (api_key if api_key is not None else settings.api_key).strip()
     url = settings.base_url
+    if any(ord(character) < 32 or ord(character) == 127 for character in key):
+        return [
+            Check(
+                "key",
+                "fail",
+                "PARADIGM_API_KEY contains a control character (a pasted newline?); not shown",
+                "set it again, on one line, without quotes",
+            )
+        ]
     if key:
         return check_server(url, key)
     note = Check(
