@@ -222,26 +222,7 @@ class MockState:
 
     def public_config(self) -> dict[str, Any]:
         """The settings, for ``/_mock/stats``; the accepted key only as whether one is set."""
-        config = self.config
-        return {
-            "latency_s": config.latency_s,
-            "per_token_latency_s": config.per_token_latency_s,
-            "jitter_s": config.jitter_s,
-            "error_rate": config.error_rate,
-            "error_statuses": list(config.error_statuses),
-            "retry_after_s": config.retry_after_s,
-            "slow_rate": config.slow_rate,
-            "slow_seconds": config.slow_seconds,
-            "drop_rate": config.drop_rate,
-            "seed": config.seed,
-            "rpm": config.rpm,
-            "tpm": config.tpm,
-            "global_rpm": config.global_rpm,
-            "global_tpm": config.global_tpm,
-            "api_key_required": config.api_key is not None,
-            "models": list(config.models),
-            "max_attempts": config.max_attempts,
-        }
+        return self.config.public()
 
 
 MOCK = web.AppKey("mock", MockState)
@@ -259,12 +240,7 @@ def create_app(
     app = web.Application()
     app[MOCK] = MockState(
         config=config,
-        recorder=Recorder(
-            log_limit=config.log_limit,
-            max_attempts=config.max_attempts,
-            min_backoff_s=config.min_backoff_s,
-            clock=clock,
-        ),
+        recorder=Recorder.for_config(config, clock=clock),
         limits=RateLimits(config, clock),
         models_body=_dumps(models_payload(config.models, int(time.time()))),
         completion_ids=itertools.count(1),

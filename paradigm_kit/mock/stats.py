@@ -47,6 +47,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .config import MockConfig
+
 __all__ = ["KEY_HASH_CHARS", "NON_RETRYABLE_STATUSES", "Recorder", "key_hash"]
 
 KEY_HASH_CHARS = 12
@@ -122,9 +124,9 @@ class Recorder:
     def __init__(
         self,
         *,
-        log_limit: int = 20_000,
-        max_attempts: int = 8,
-        min_backoff_s: float = 0.05,
+        log_limit: int = MockConfig.log_limit,
+        max_attempts: int = MockConfig.max_attempts,
+        min_backoff_s: float = MockConfig.min_backoff_s,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.log_limit = log_limit
@@ -132,6 +134,18 @@ class Recorder:
         self.min_backoff_s = min_backoff_s
         self._clock = clock
         self.reset()
+
+    @classmethod
+    def for_config(
+        cls, config: MockConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> Recorder:
+        """The recorder a mock with ``config`` needs (its settings named once, in MockConfig)."""
+        return cls(
+            log_limit=config.log_limit,
+            max_attempts=config.max_attempts,
+            min_backoff_s=config.min_backoff_s,
+            clock=clock,
+        )
 
     def reset(self) -> None:
         self.t0 = self._clock()
