@@ -36,9 +36,9 @@ DEFAULT_MODELS = ("alfred-4.2", "alfred-4.2-mini", "llama-3.1-8b-instruct")
 INJECTABLE_STATUSES = (429, 500, 502, 503, 504)
 # The seed profile (fitted by simulation of the seed's run on capacity.py's scheduler: see the
 # README's mock section): about 0.5 s per greeting, five or so served at full speed at once.
-SEED_LATENCY_S = 0.1
-SEED_PER_TOKEN_LATENCY_S = 0.026
-SEED_CAPACITY = 5.4
+SEED_LATENCY_S = 0.08
+SEED_PER_TOKEN_LATENCY_S = 0.025
+SEED_CAPACITY = 5.5
 SEED_CONNECT_LATENCY_S = 0.015
 
 

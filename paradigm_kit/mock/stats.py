@@ -36,6 +36,12 @@ request reaches the handler, ``t_end`` when its answer is handed over (or it is 
 cancelled); ``retry_after_s`` is the shortest wait the
 answer asked for (the exact ``retry-after-ms`` of a rate-limited 429, whose ``Retry-After`` is
 rounded up to whole seconds; ``--retry-after`` for injected 429/503), None when it asked none.
+With the capacity model on, each record also has ``queue_wait_s`` (seconds it waited for a
+place in service), ``t_service_start``, ``t_service_end`` and, for streams with a per-token pace,
+``t_first_token`` (when its first content token was due), and ``running_at_arrival`` /
+``queued_at_arrival`` (how many were in service and waiting when it arrived); all None when the
+model did not serve the attempt (model off, a refusal, a fault). ``/_mock/stats`` adds
+``peak_running``, ``peak_queued`` and ``shed`` (503s from a full queue) from the scheduler.
 Only hashes of API keys are kept, never a key.
 """
 
@@ -66,6 +72,16 @@ PROBLEMS = {
     "too_many_attempts": "requests with too many attempts",
 }
 LOG_FIELDS = ("identity", "attempt", "t_start", "t_end", "status", "retry_after_s", "key_hash")
+# The capacity model's fields (capacity.py), None when it did not serve the attempt.
+SERVICE_FIELDS = (
+    "queue_wait_s",
+    "t_service_start",
+    "t_service_end",
+    "t_first_token",
+    "running_at_arrival",
+    "queued_at_arrival",
+)
+NO_SERVICE = (None,) * len(SERVICE_FIELDS)
 
 
 def key_hash(api_key: str) -> str:
@@ -193,8 +209,9 @@ class Recorder:
         t_start: float,
         status: int,
         retry_after_s: float | None,
+        service: tuple | None = None,
     ) -> None:
-        """Count an attempt out with the status it ended with."""
+        """Count an attempt out with the status it ended with (and ``SERVICE_FIELDS``)."""
         t_end = self.now()
         self.in_flight -= 1
         stats.in_flight -= 1
@@ -206,7 +223,9 @@ class Recorder:
         if by_key is None:
             by_key = self.keys[key] = {}
         by_key[status] = by_key.get(status, 0) + 1
-        stats.log.append((identity, attempt, t_start, t_end, status, retry_after_s, key))
+        stats.log.append(
+            (identity, attempt, t_start, t_end, status, retry_after_s, key, service or NO_SERVICE)
+        )
         state = stats.identities[identity]
         if attempt == state.attempts:  # the latest attempt (a hedged earlier one may end later)
             state.t_end = t_end
@@ -305,9 +324,11 @@ class Recorder:
             if stats is None:
                 continue
             for record in stats.log:
-                entry = dict(zip(LOG_FIELDS, record, strict=True))
+                entry = dict(zip(LOG_FIELDS, record[:-1], strict=True))
                 entry["t_start"] = round(entry["t_start"], 6)
                 entry["t_end"] = round(entry["t_end"], 6)
+                for field_name, value in zip(SERVICE_FIELDS, record[-1], strict=True):
+                    entry[field_name] = round(value, 6) if isinstance(value, float) else value
                 entry["run"] = name
                 records.append(entry)
         if run is None:
