@@ -176,15 +176,35 @@ def test_cli_help_lists_every_flag():
             {"error_statuses": [429, 503]}, ["--error-statuses", "429,503"], id="list-to-comma-list"
         ),
         pytest.param(
-            {"stop_on_stdin_close": True, "rpm": None, "x": False},
-            ["--stop-on-stdin-close"],
-            id="booleans-and-none",
+            {"rate_limit_headers": False, "rpm": None},
+            ["--no-rate-limit-headers"],
+            id="switch-and-none",
         ),
+        pytest.param({"rate_limit_headers": True}, [], id="switch-at-default"),
+        pytest.param({"latency_s": 0.2}, ["--latency", "0.2"], id="field-name-to-its-flag"),
+        pytest.param({"profile": "seed"}, ["--profile", "seed"], id="profile"),
     ],
 )
 def test_launcher_maps_keyword_arguments_to_cli_flags(flags, args):
-    """running_mock(**flags) passes each keyword as its CLI flag."""
+    """running_mock(**flags) passes each MockConfig field name as the flag it declares."""
     assert _cli_args(flags) == args
+
+
+def test_launcher_old_spellings_warn_and_unknown_names_are_refused():
+    """latency= still works (deprecated); a name MockConfig does not have is a TypeError."""
+    with pytest.warns(DeprecationWarning, match="latency_s="):
+        assert _cli_args({"latency": 0}) == ["--latency", "0"]
+    with pytest.raises(TypeError, match="unknown mock setting 'x'"):
+        _cli_args({"x": 1})
+
+
+def test_every_mock_config_default_is_expressible_on_the_cli():
+    """The parser derived from MockConfig gives back MockConfig's defaults, field for field."""
+    from paradigm_kit.mock.config import MockConfig, build_parser, parse_config_args
+
+    args = parse_config_args(build_parser(), [])
+    args.pop("api_key")  # its CLI default reads PARADIGM_MOCK_API_KEY
+    assert MockConfig(**args) == MockConfig()
 
 
 def test_launcher_start_failure_raises_with_the_servers_stderr():

@@ -28,7 +28,13 @@ from pathlib import Path
 import pytest
 
 from paradigm_kit.mock import running_mock
-from tools.notebooks import check_writefile_cell
+from tools.notebooks import (
+    SEED_SCRIPT,
+    SEED_WRITEFILE_LINE,
+    WRITEFILE_LINE,
+    check_writefile_cell,
+    find_writefile_cell,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -96,6 +102,14 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
 def test_notebooks_writefile_cell_equals_the_committed_script():
     """The %%writefile cell's body is scripts/speed_test.py to the byte (committed files)."""
     assert check_writefile_cell() is None
+
+
+def test_notebooks_seed_cell_equals_the_seed_script_and_comes_after_speed_test():
+    """Notebook 03's seed cell is scripts/seed_speed_test.py; speed_test.py's cell stays first."""
+    assert check_writefile_cell(script=SEED_SCRIPT, line=SEED_WRITEFILE_LINE) is None
+    path, speed_test_index = find_writefile_cell(line=WRITEFILE_LINE)
+    seed_path, seed_index = find_writefile_cell(line=SEED_WRITEFILE_LINE)
+    assert seed_path == path and speed_test_index < seed_index
 
 
 @pytest.mark.notebooks

@@ -31,19 +31,23 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = ROOT / "notebooks"
 SCRIPT = ROOT / "scripts" / "speed_test.py"
 WRITEFILE_LINE = "%%writefile ../scripts/speed_test.py"
+SEED_SCRIPT = ROOT / "scripts" / "seed_speed_test.py"  # the seed's script, as published
+SEED_WRITEFILE_LINE = "%%writefile ../scripts/seed_speed_test.py"
 CELL_TIMEOUT_S = 600
 
 
-def find_writefile_cell(notebooks_dir: Path = NOTEBOOKS_DIR) -> tuple[Path, int]:
-    """The notebook and cell index of the one cell that writes the speed test."""
+def find_writefile_cell(
+    notebooks_dir: Path = NOTEBOOKS_DIR, line: str = WRITEFILE_LINE
+) -> tuple[Path, int]:
+    """The notebook and cell index of the one cell that writes the speed test (or ``line``'s)."""
     found = [
         (path, index)
         for path in sorted(notebooks_dir.glob("*.ipynb"))
         for index, cell in enumerate(nbformat.read(path, as_version=4).cells)
-        if cell.cell_type == "code" and cell.source.split("\n", 1)[0].rstrip() == WRITEFILE_LINE
+        if cell.cell_type == "code" and cell.source.split("\n", 1)[0].rstrip() == line
     ]
     if len(found) != 1:
-        raise LookupError(f"expected one '{WRITEFILE_LINE}' cell in {notebooks_dir}, found {found}")
+        raise LookupError(f"expected one '{line}' cell in {notebooks_dir}, found {found}")
     return found[0]
 
 
@@ -52,9 +56,11 @@ def cell_body(source: str) -> str:
     return source.split("\n", 1)[1] if "\n" in source else ""
 
 
-def check_writefile_cell(notebooks_dir: Path = NOTEBOOKS_DIR, script: Path = SCRIPT) -> str | None:
+def check_writefile_cell(
+    notebooks_dir: Path = NOTEBOOKS_DIR, script: Path = SCRIPT, line: str = WRITEFILE_LINE
+) -> str | None:
     """None when the cell body equals the script; else a one-line description of the problem."""
-    path, index = find_writefile_cell(notebooks_dir)
+    path, index = find_writefile_cell(notebooks_dir, line)
     body = cell_body(nbformat.read(path, as_version=4).cells[index].source)
     if body != script.read_text(encoding="utf-8"):
         return f"{path.name} cell {index}: %%writefile body differs from {script.name}"
@@ -100,9 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = args.command
     if command == "check":
-        problem = check_writefile_cell()
-        print(problem or f"{WRITEFILE_LINE}: the cell equals {SCRIPT.relative_to(ROOT)}")
-        return 1 if problem else 0
+        problems = [
+            check_writefile_cell(script=script, line=line)
+            for script, line in ((SCRIPT, WRITEFILE_LINE), (SEED_SCRIPT, SEED_WRITEFILE_LINE))
+        ]
+        for problem, line in zip(problems, (WRITEFILE_LINE, SEED_WRITEFILE_LINE), strict=True):
+            print(problem or f"{line}: the cell equals its script")
+        return 1 if any(problems) else 0
     print(f"synced {sync_writefile_cell().relative_to(ROOT)} from {SCRIPT.relative_to(ROOT)}")
     for path in [p.resolve() for p in args.notebooks] or sorted(NOTEBOOKS_DIR.glob("*.ipynb")):
         print(f"executing {path.relative_to(ROOT)} ...", flush=True)

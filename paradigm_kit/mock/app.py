@@ -12,6 +12,9 @@ Routes (everything under ``/api/v2`` needs ``Authorization: Bearer <key>``)::
                                     off loopback it needs the facilitator token (``auth.py``)
     GET  /_mock/room                the room view: a live page of every attendee (``room.py``)
     GET  /_mock/room/feed?since=N   its feed: compact JSON frames, made once per tick
+    POST /_mock/reset               forget everything (counts, logs, attempts, rate-limit buckets)
+    POST /_mock/config              change capacity, max_running, max_queue while serving
+                                    (off loopback: the facilitator token, as for reset)
 
 One chat attempt goes through these steps, in this order, and stops at the first that answers:
 
@@ -24,6 +27,9 @@ One chat attempt goes through these steps, in this order, and stops at the first
    connection, or a slow answer;
 6. the answer, after ``latency + per_token_latency * completion_tokens + jitter``; a stream
    waits ``latency + jitter`` before its first chunk and ``per_token_latency`` between chunks;
+   with the capacity model on (``--capacity``, ``--max-running``: ``capacity.py``) that work
+   is queued and shared with the other requests in service instead, or shed with 503 when
+   ``--max-queue`` are already waiting (faults above bypass the model);
 7. count the attempt out (``Recorder.end``) with its status, whatever happened (a client that
    hangs up is cancelled here, since the server runs with ``handler_cancellation``: 499).
 
@@ -31,7 +37,8 @@ Errors are OpenAI-shaped (``{"error": {"message", "type", "param", "code"}}``) a
 mistake is never a 500: only ``--error-statuses`` injects 5xx. Validation raises ``ClientError``,
 the one exception the handler turns into an answer; anything else is a bug and surfaces as one.
 
-Rate-limit headers, on every chat answer past the key check when a limit is set::
+Rate-limit headers, on every chat answer past the key check when a limit is set (and never
+with ``--no-rate-limit-headers``, as Paradigm documents none)::
 
     x-ratelimit-limit-requests: 600            the binding requests-per-minute limit
     x-ratelimit-remaining-requests: 9          whole requests left in its bucket now
@@ -63,6 +70,7 @@ import json
 import math
 import struct
 import time
+import weakref
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +84,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from ..ratelimit import TokenBucket
 from ..tokens import completion_budget, estimate_prompt_tokens, estimate_text_tokens
 from .auth import FACILITATOR_TOKEN, new_facilitator_token, require_facilitator
+from .capacity import Job, Scheduler
 from .config import MockConfig
 from .faults import DROP, ERROR, SLOW, draw, identity_of_body
 from .replies import (
@@ -226,6 +235,14 @@ class MockState:
     completion_ids: itertools.count
     key_hashes: dict[str, str]
     answered_by_key: collections.Counter  # successful chat answers per key hash (the quota)
+    scheduler: Scheduler
+    # transports that already paid --connect-latency (weak: a closed connection drops out)
+    connections: weakref.WeakSet
+
+    @property
+    def capacity_on(self) -> bool:
+        """The capacity model applies (now: ``POST /_mock/config`` may switch it)."""
+        return self.scheduler.capacity is not None or self.scheduler.max_running is not None
 
     def hash_key(self, api_key: str) -> str:
         known = self.key_hashes.get(api_key)
@@ -237,29 +254,7 @@ class MockState:
 
     def public_config(self) -> dict[str, Any]:
         """The settings, for ``/_mock/stats``; the accepted key only as whether one is set."""
-        config = self.config
-        return {
-            "latency_s": config.latency_s,
-            "per_token_latency_s": config.per_token_latency_s,
-            "jitter_s": config.jitter_s,
-            "error_rate": config.error_rate,
-            "error_statuses": list(config.error_statuses),
-            "retry_after_s": config.retry_after_s,
-            "slow_rate": config.slow_rate,
-            "slow_seconds": config.slow_seconds,
-            "drop_rate": config.drop_rate,
-            "seed": config.seed,
-            "rpm": config.rpm,
-            "tpm": config.tpm,
-            "global_rpm": config.global_rpm,
-            "global_tpm": config.global_tpm,
-            "api_key_required": config.api_key is not None,
-            "models": list(config.models),
-            "max_attempts": config.max_attempts,
-            "max_runs": config.max_runs,
-            "keepalive_timeout_s": config.keepalive_timeout_s,
-            "quota_requests": config.quota_requests,
-        }
+        return self.config.public()
 
 
 MOCK = web.AppKey("mock", MockState)
@@ -277,21 +272,25 @@ def create_app(
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[MOCK] = MockState(
         config=config,
-        recorder=Recorder(
-            log_limit=config.log_limit,
-            max_attempts=config.max_attempts,
-            min_backoff_s=config.min_backoff_s,
-            max_runs=config.max_runs,
-            clock=clock,
-        ),
+        recorder=Recorder.for_config(config, clock=clock),
         limits=RateLimits(config, clock),
         models_body=_dumps(models_payload(config.models, int(time.time()))),
         completion_ids=itertools.count(1),
         key_hashes={},
         answered_by_key=collections.Counter(),
+        scheduler=Scheduler(
+            config.capacity,
+            config.max_running,
+            config.max_queue,
+            clock=clock,
+            call_later=lambda delay_s, callback: asyncio.get_running_loop().call_later(
+                delay_s, callback
+            ),
+        ),
+        connections=weakref.WeakSet(),
     )
     app[ROOM] = Room(app[MOCK].recorder, lambda: capacity_snapshot(app))
-    app[FACILITATOR_TOKEN] = new_facilitator_token(config.host)
+    app[FACILITATOR_TOKEN] = config.facilitator_token or new_facilitator_token(config.host)
     _add_routes(app)
     return app
 
@@ -308,6 +307,7 @@ def _add_routes(app: web.Application) -> None:
         ("/_mock/reset", "POST", mock_reset),
         ("/_mock/room", "GET", room_page),
         ("/_mock/room/feed", "GET", room_feed),
+        ("/_mock/config", "POST", mock_config),
     )
     for path, method, handler in routes:
         resource = app.router.add_resource(path)
@@ -612,13 +612,41 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     attendee = attendee_of(request.headers.get("X-Attendee"), api_key)
     stats, attempt = recorder.begin(run, key, identity, t_start, attendee)
     status, retry_after_s = STATUS_CLIENT_CLOSED, None  # if cancelled: the client hung up
+    served: list[Job] = []  # the capacity model's record of this attempt, when it applied
     try:
+        await _pay_connect_latency(request, mock)
         response, status, retry_after_s = await _answer_chat(
-            request, mock, api_key, key, body, identity, attempt
+            request, mock, api_key, key, body, identity, attempt, served
         )
         return response
     finally:
-        recorder.end(stats, key, identity, attempt, t_start, status, retry_after_s)
+        service = _service_fields(served[0], recorder.t0) if served else None
+        recorder.end(stats, key, identity, attempt, t_start, status, retry_after_s, service)
+
+
+async def _pay_connect_latency(request: web.Request, mock: MockState) -> None:
+    """``--connect-latency``: the first request on a new connection waits for the handshakes."""
+    delay_s = mock.config.connect_latency_s
+    transport = request.transport
+    if delay_s > 0 and transport is not None and transport not in mock.connections:
+        mock.connections.add(transport)
+        await asyncio.sleep(delay_s)
+
+
+def _service_fields(job: Job, t0: float) -> tuple:
+    """The log's capacity fields of one attempt, times relative to the recorder's start."""
+
+    def since_t0(t: float | None) -> float | None:
+        return None if t is None else t - t0
+
+    return (
+        job.queue_wait_s,
+        since_t0(job.admitted_s),
+        since_t0(job.finished_s),
+        since_t0(job.first_mark_s),
+        job.running_at_arrival,
+        job.queued_at_arrival,
+    )
 
 
 async def _answer_chat(
@@ -629,13 +657,17 @@ async def _answer_chat(
     body: bytes,
     identity: str,
     attempt: int,
+    served: list[Job],
 ) -> tuple[web.StreamResponse, int, float | None]:
-    """The answer to one attempt, the status to record, and the ``Retry-After`` it carries."""
+    """The answer to one attempt, the status to record, and the ``Retry-After`` it carries.
+
+    ``served`` receives the capacity model's job when the answer went through it.
+    """
     config = mock.config
     headers = {"x-mock-attempt": str(attempt)}
     try:
         check_key(config, api_key)
-        if mock.limits.enabled:
+        if mock.limits.enabled and config.rate_limit_headers:
             headers.update(mock.limits.headers(key))
         chat = parse_chat_request(body, config.models)
         _check_quota(mock, key)
@@ -645,7 +677,8 @@ async def _answer_chat(
     if mock.limits.enabled:
         token_cost = prompt_tokens + completion_budget(chat.max_tokens)
         wait_s, which, limit_headers = mock.limits.admit(key, token_cost)
-        headers.update(limit_headers)
+        if config.rate_limit_headers:
+            headers.update(limit_headers)
         if wait_s > 0:
             return _rate_limited(wait_s, which, headers), 429, wait_s
     fate = draw(config, identity, attempt)
@@ -660,6 +693,10 @@ async def _answer_chat(
     reply = make_reply(last_user_text(chat.messages), chat.max_tokens)
     first_byte_delay_s = config.slow_seconds if fate.fault == SLOW else config.latency_s + jitter_s
     completion_id = f"chatcmpl-mock{next(mock.completion_ids)}"
+    if mock.capacity_on and fate.fault != SLOW:  # faults bypass the model, as decided above
+        return await _answer_scheduled(
+            request, mock, chat, reply, prompt_tokens, completion_id, jitter_s, headers, served
+        )
     if chat.stream:
         response = web.StreamResponse(status=200, headers=headers)
         try:
@@ -697,6 +734,139 @@ def _check_quota(mock: MockState, key: str) -> None:
             code="insufficient_quota",
         )
     mock.answered_by_key[key] += 1
+
+
+# --- answers under the capacity model (capacity.py) --------------------------------------------
+
+
+def _work_marks(latency_s: float, per_token_latency_s: float, tokens: int, stream: bool) -> list:
+    """Seconds of work at which the answer's parts are due: a stream's tokens, or its end.
+
+    A stream's first content chunk is due when the ``latency`` part is done, token i at
+    ``latency + i x per_token_latency``, and its end when the whole work is done.
+    """
+    total_s = latency_s + per_token_latency_s * tokens
+    if not stream or per_token_latency_s <= 0 or tokens == 0:
+        return [total_s]
+    return [latency_s + i * per_token_latency_s for i in range(tokens)] + [total_s]
+
+
+async def _answer_scheduled(
+    request: web.Request,
+    mock: MockState,
+    chat: ChatRequest,
+    reply: Any,
+    prompt_tokens: int,
+    completion_id: str,
+    jitter_s: float,
+    headers: dict[str, str],
+    served: list[Job],
+) -> tuple[web.StreamResponse, int, float | None]:
+    """Queue the work, wait for its milestones on the scheduler's clock, answer (or shed)."""
+    config = mock.config
+    marks = _work_marks(
+        config.latency_s + jitter_s,
+        config.per_token_latency_s,
+        reply.completion_tokens,
+        chat.stream,
+    )
+    loop = asyncio.get_running_loop()
+    reached = [loop.create_future() for _ in marks]
+
+    def on_mark(index: int) -> None:
+        if not reached[index].done():  # a cancelled waiter (the client left) takes no result
+            reached[index].set_result(None)
+
+    job = mock.scheduler.submit(marks, on_mark)
+    if job is None:
+        return _overloaded(config.retry_after_s, headers), 503, float(config.retry_after_s)
+    served.append(job)
+    try:
+        if not chat.stream:
+            await reached[-1]
+            body = completion_body(
+                completion_id, int(time.time()), chat.model, reply, prompt_tokens
+            )
+            response = web.Response(body=body, headers=headers, content_type="application/json")
+            return response, 200, None
+        response = web.StreamResponse(status=200, headers=headers)
+        try:
+            await _stream_scheduled(
+                request, response, chat, reply, prompt_tokens, completion_id, reached
+            )
+        except ConnectionResetError:
+            return response, STATUS_CLIENT_CLOSED, None
+        return response, 200, None
+    finally:
+        mock.scheduler.cancel(job)  # a no-op once done; frees the share of a client that left
+
+
+def _overloaded(retry_after_s: float, headers: dict[str, str]) -> web.Response:
+    """503 from a full queue (``--max-queue``): a server shedding load, OpenAI-shaped."""
+    headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
+    headers["retry-after-ms"] = str(max(1, math.ceil(retry_after_s * 1000)))
+    error = ClientError(
+        503,
+        "The server is overloaded: its queue is full. Retry later, or send fewer requests at once.",
+        error_type="server_error",
+        code="server_overloaded",
+    )
+    return error_response(error, headers)
+
+
+async def _stream_scheduled(
+    request: web.Request,
+    response: web.StreamResponse,
+    chat: ChatRequest,
+    reply: Any,
+    prompt_tokens: int,
+    completion_id: str,
+    reached: list[asyncio.Future],
+) -> None:
+    """SSE paced by the scheduler: each token's chunk once its milestone is reached."""
+    created = int(time.time())
+    response.content_type = "text/event-stream"
+    response.headers["Cache-Control"] = "no-cache"
+
+    def content(piece: str) -> bytes:
+        return _event(chunk_payload(completion_id, created, chat.model, {"content": piece}))
+
+    await reached[0]
+    await response.prepare(request)
+    role = {"role": "assistant", "content": ""}
+    events = [_event(chunk_payload(completion_id, created, chat.model, role))]
+    pieces = list(reply.pieces)
+    if len(reached) == 1:  # no per-token pace: every token is due with the first
+        events += [content(piece) for piece in pieces]
+    else:
+        for index, piece in enumerate(pieces):
+            await reached[index]
+            events.append(content(piece))
+            await response.write(b"".join(events))
+            events.clear()
+        await reached[-1]
+    events += _closing_events(chat, reply, prompt_tokens, completion_id, created)
+    await response.write(b"".join(events))
+    await response.write_eof()
+
+
+def _closing_events(
+    chat: ChatRequest, reply: Any, prompt_tokens: int, completion_id: str, created: int
+) -> list[bytes]:
+    """The finish_reason chunk, the usage chunk when asked for, and ``[DONE]``."""
+    events = [_event(chunk_payload(completion_id, created, chat.model, {}, reply.finish_reason))]
+    if chat.include_usage:
+        usage = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": chat.model,
+            "choices": [],
+            "usage": usage_payload(prompt_tokens, reply.completion_tokens),
+        }
+        events.append(_event(usage))
+    events.append(b"data: [DONE]\n\n")
+    return events
 
 
 async def _sleep(delay_s: float) -> None:
@@ -807,7 +977,8 @@ async def list_models(request: web.Request) -> web.Response:
         return error_response(error)
     # The limits ride along (charging nothing), so a client's preflight learns them before its
     # first wave of requests instead of from that wave's 429s.
-    headers = mock.limits.headers(mock.hash_key(api_key)) if mock.limits.enabled else None
+    send_limits = mock.limits.enabled and mock.config.rate_limit_headers
+    headers = mock.limits.headers(mock.hash_key(api_key)) if send_limits else None
     return web.Response(body=mock.models_body, content_type="application/json", headers=headers)
 
 
@@ -884,6 +1055,10 @@ async def mock_stats(request: web.Request) -> web.Response:
     mock = request.app[MOCK]
     stats = mock.recorder.stats(_run_param(request))
     stats["config"] = mock.public_config()
+    capacity = mock.scheduler.snapshot()
+    stats["capacity"] = capacity
+    for name in ("peak_running", "peak_queued", "shed"):
+        stats[name] = capacity[name]
     return json_response(stats)
 
 
@@ -902,4 +1077,47 @@ async def mock_reset(request: web.Request) -> web.Response:
     mock.recorder.reset()
     mock.limits.reset()
     mock.answered_by_key.clear()
+    mock.scheduler.reset_peaks()
     return json_response({"reset": True})
+
+
+CAPACITY_SETTINGS = ("capacity", "max_running", "max_queue")
+
+
+async def mock_config(request: web.Request) -> web.Response:
+    """``POST /_mock/config`` with ``{"capacity": K, "max_running": M, "max_queue": Q}``.
+
+    Changes the capacity model while the mock serves (null switches a part off; an omitted field
+    keeps its value). A mock that listens beyond loopback needs the facilitator token
+    (``auth.py``: printed at start, or ``--facilitator-token``), as ``/_mock/reset`` does.
+    """
+    if (refusal := require_facilitator(request)) is not None:
+        return refusal
+    mock = request.app[MOCK]
+    try:
+        payload = _json_object(await request.read())
+        unknown = sorted(payload.keys() - set(CAPACITY_SETTINGS))
+        if unknown:
+            raise ClientError(
+                400,
+                f"Unknown setting(s) {', '.join(unknown)}: POST /_mock/config changes "
+                f"{', '.join(CAPACITY_SETTINGS)}.",
+                code="invalid_value",
+            )
+        scheduler = mock.scheduler
+        current = {name: getattr(scheduler, name) for name in CAPACITY_SETTINGS}
+        wanted = {**current, **payload}
+        try:  # the same checks as at start-up, by building the config it would be
+            MockConfig(**{**_config_fields(mock.config), **wanted})
+        except (TypeError, ValueError) as error:
+            raise ClientError(
+                400, f"Invalid capacity settings: {error}.", code="invalid_value"
+            ) from None
+    except ClientError as error:
+        return error_response(error)
+    scheduler.set_limits(wanted["capacity"], wanted["max_running"], wanted["max_queue"])
+    return json_response({"capacity": scheduler.snapshot()})
+
+
+def _config_fields(config: MockConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in config.__dataclass_fields__}

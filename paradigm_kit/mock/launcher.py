@@ -20,9 +20,14 @@ How the launcher avoids the classic subprocess traps:
   child watches its stdin, a pipe from us (``--stop-on-stdin-close``): if the parent dies even
   without running ``atexit`` (SIGKILL, a crashed kernel), the pipe closes and the server stops.
 
-Keyword flags are the CLI flags with dashes as underscores: ``running_mock(error_rate=0.2,
-seed=7)`` runs ``--error-rate 0.2 --seed 7``; ``True`` adds a bare flag, ``None``/``False`` omit
-it, and lists become comma lists (``error_statuses=[429, 503]``).
+Keyword arguments are exactly ``MockConfig``'s field names (plus ``profile``), turned into the
+flags those fields declare: ``running_mock(latency_s=0.2, error_rate=0.2, seed=7)`` runs
+``--latency 0.2 --error-rate 0.2 --seed 7``; ``None`` omits a setting, lists become comma lists
+(``error_statuses=[429, 503]``), and a switch is given as the field's value
+(``rate_limit_headers=False`` runs ``--no-rate-limit-headers``). The older spellings
+(``latency=``, ``per_token_latency=``, ``jitter=``, ``retry_after=``, ``min_backoff=``,
+``connect_latency=``) still work, with a ``DeprecationWarning``; an unknown name is a
+``TypeError``.
 
 ``mock_stats``, ``mock_log``, ``mock_report`` and ``reset_mock`` are plain standard-library HTTP
 calls (no event loop needed), usable from a test, a script or a notebook cell alike.
@@ -41,9 +46,12 @@ import tempfile
 import threading
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
+
+from .config import MockConfig
 
 __all__ = [
     "MockHandle",
@@ -105,15 +113,54 @@ class MockHandle:
         self.stop()
 
 
+_SETTINGS = {spec.name: spec for spec in fields(MockConfig)}
+DEPRECATED_ALIASES = {  # today's keyword spellings -> the MockConfig name they mean
+    "latency": "latency_s",
+    "per_token_latency": "per_token_latency_s",
+    "jitter": "jitter_s",
+    "retry_after": "retry_after_s",
+    "min_backoff": "min_backoff_s",
+    "connect_latency": "connect_latency_s",
+}
+
+
+def _canonical(flags: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments under their ``MockConfig`` names (old spellings warned about)."""
+    settings: dict[str, Any] = {}
+    for name, value in flags.items():
+        if name in DEPRECATED_ALIASES:
+            new_name = DEPRECATED_ALIASES[name]
+            warnings.warn(
+                f"running_mock/start_mock: {name}= is deprecated, say {new_name}= "
+                "(the MockConfig field name)",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+            name = new_name
+        if name not in _SETTINGS and name != "profile":
+            raise TypeError(
+                f"unknown mock setting {name!r}: use a MockConfig field name "
+                f"({', '.join(sorted(_SETTINGS))}) or profile"
+            )
+        settings[name] = value
+    return settings
+
+
 def _cli_args(flags: dict[str, Any]) -> list[str]:
     """``{"error_rate": 0.2, "error_statuses": [429, 503]}`` -> ``--error-rate 0.2 ...``."""
     args: list[str] = []
-    for name, value in flags.items():
-        flag = "--" + name.replace("_", "-")
-        if value is None or value is False:
+    for name, value in _canonical(flags).items():
+        if value is None:
             continue
-        if value is True:
-            args.append(flag)
+        if name == "profile":
+            args += ["--profile", str(value)]
+            continue
+        spec = _SETTINGS[name]
+        flag = spec.metadata["flag"]
+        action = spec.metadata.get("action")
+        if action in ("store_true", "store_false"):  # a switch: given when it leaves the default
+            if value != spec.default and spec.default is not MISSING:
+                args.append(flag)
         elif isinstance(value, (list, tuple)):
             args += [flag, ",".join(str(item) for item in value)]
         else:
@@ -195,7 +242,7 @@ def start_mock(*, startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S, **flags:
 
 @contextlib.contextmanager
 def running_mock(**flags: Any) -> Iterator[str]:
-    """``with running_mock(latency=0) as base_url:`` a mock subprocess for the block's duration."""
+    """``with running_mock(latency_s=0) as base_url:`` a mock subprocess for the block's duration."""
     handle = start_mock(**flags)
     try:
         yield handle.base_url

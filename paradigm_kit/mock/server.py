@@ -41,7 +41,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from .app import create_app
 from .auth import FACILITATOR_TOKEN, TOKEN_HEADER
-from .config import MockConfig, build_parser, config_from_args
+from .config import MockConfig, build_parser, config_from_args, parse_config_args
 
 __all__ = ["main", "network_warning", "serve"]
 
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also stop when stdin reaches end of file (used by the launcher)",
     )
-    args = vars(parser.parse_args(argv))
+    args = parse_config_args(parser, argv)
     stop_on_stdin_close = args.pop("stop_on_stdin_close")
     config = config_from_args(parser, args)
     try:

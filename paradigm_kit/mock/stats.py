@@ -41,6 +41,12 @@ request reaches the handler, ``t_end`` when its answer is handed over (or it is 
 cancelled); ``retry_after_s`` is the shortest wait the
 answer asked for (the exact ``retry-after-ms`` of a rate-limited 429, whose ``Retry-After`` is
 rounded up to whole seconds; ``--retry-after`` for injected 429/503), None when it asked none.
+With the capacity model on, each record also has ``queue_wait_s`` (seconds it waited for a
+place in service), ``t_service_start``, ``t_service_end`` and, for streams with a per-token pace,
+``t_first_token`` (when its first content token was due), and ``running_at_arrival`` /
+``queued_at_arrival`` (how many were in service and waiting when it arrived); all None when the
+model did not serve the attempt (model off, a refusal, a fault). ``/_mock/stats`` adds
+``peak_running``, ``peak_queued`` and ``shed`` (503s from a full queue) from the scheduler.
 Only hashes of API keys are kept, never a key.
 
 For the room view (``room.py``) the recorder also keeps, per *attendee* (the ``X-Attendee``
@@ -57,6 +63,8 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from typing import Any
+
+from .config import MockConfig
 
 __all__ = ["KEY_HASH_CHARS", "NON_RETRYABLE_STATUSES", "Recorder", "key_hash"]
 
@@ -76,6 +84,16 @@ PROBLEMS = {
 }
 LOG_FIELDS = ("identity", "attempt", "t_start", "t_end", "status", "retry_after_s", "key_hash")
 JOURNAL_LIMIT = 100_000  # starts and ends kept for the room between two ticks (oldest dropped)
+# The capacity model's fields (capacity.py), None when it did not serve the attempt.
+SERVICE_FIELDS = (
+    "queue_wait_s",
+    "t_service_start",
+    "t_service_end",
+    "t_first_token",
+    "running_at_arrival",
+    "queued_at_arrival",
+)
+NO_SERVICE = (None,) * len(SERVICE_FIELDS)
 
 
 def key_hash(api_key: str) -> str:
@@ -147,10 +165,10 @@ class Recorder:
     def __init__(
         self,
         *,
-        log_limit: int = 20_000,
-        max_attempts: int = 8,
-        min_backoff_s: float = 0.05,
-        max_runs: int = 1000,
+        log_limit: int = MockConfig.log_limit,
+        max_attempts: int = MockConfig.max_attempts,
+        min_backoff_s: float = MockConfig.min_backoff_s,
+        max_runs: int = MockConfig.max_runs,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.log_limit = log_limit
@@ -159,6 +177,19 @@ class Recorder:
         self.min_backoff_s = min_backoff_s
         self._clock = clock
         self.reset()
+
+    @classmethod
+    def for_config(
+        cls, config: MockConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> Recorder:
+        """The recorder a mock with ``config`` needs (its settings named once, in MockConfig)."""
+        return cls(
+            log_limit=config.log_limit,
+            max_attempts=config.max_attempts,
+            min_backoff_s=config.min_backoff_s,
+            max_runs=config.max_runs,
+            clock=clock,
+        )
 
     def reset(self) -> None:
         self.t0 = self._clock()
@@ -231,8 +262,9 @@ class Recorder:
         t_start: float,
         status: int,
         retry_after_s: float | None,
+        service: tuple | None = None,
     ) -> None:
-        """Count an attempt out with the status it ended with."""
+        """Count an attempt out with the status it ended with (and ``SERVICE_FIELDS``)."""
         t_end = self.now()
         self.in_flight -= 1
         stats.in_flight -= 1
@@ -241,7 +273,9 @@ class Recorder:
         self.requests_by_status[status] += 1
         stats.requests_by_status[status] += 1
         self.keys[key][status] += 1
-        stats.log.append((identity, attempt, t_start, t_end, status, retry_after_s, key))
+        stats.log.append(
+            (identity, attempt, t_start, t_end, status, retry_after_s, key, service or NO_SERVICE)
+        )
         attempt_key = (id(stats), identity, attempt)
         opened = self.open_attempts.pop(attempt_key, None)
         if opened is not None:  # None: a reset came while it was in flight
@@ -351,9 +385,11 @@ class Recorder:
             if stats is None:
                 continue
             for record in stats.log:
-                entry = dict(zip(LOG_FIELDS, record, strict=True))
+                entry = dict(zip(LOG_FIELDS, record[:-1], strict=True))
                 entry["t_start"] = round(entry["t_start"], 6)
                 entry["t_end"] = round(entry["t_end"], 6)
+                for field_name, value in zip(SERVICE_FIELDS, record[-1], strict=True):
+                    entry[field_name] = round(value, 6) if isinstance(value, float) else value
                 entry["run"] = name
                 records.append(entry)
         if run is None:
