@@ -259,7 +259,7 @@ def test_runs_are_bounded_the_oldest_forgotten(http):
 def test_an_idle_keep_alive_connection_is_closed_by_the_mock():
     """With --keepalive-timeout, an idle connection is closed by the server (recv sees EOF);
     the bound of the wait is only there to fail instead of hanging."""
-    with running_mock(latency=0.0, keepalive_timeout=0.2) as url:
+    with running_mock(latency=0.0, keepalive_timeout_s=0.2) as url:
         host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=60) as connection:
             connection.sendall(
