@@ -724,7 +724,7 @@ def price_of(usage: dict[str, int]) -> float:
 
 def worst_case_price(payload: dict[str, Any]) -> float:
     """The most one request can cost before it is sent: the prompt estimate + all of max_tokens."""
-    from ..mock.replies import estimate_prompt_tokens  # the mock's own count of a prompt
+    from ..tokens import estimate_prompt_tokens  # the count both the mock and the runner use
 
     max_tokens = payload.get("max_tokens") or 256
     return price_of(
