@@ -41,7 +41,9 @@ The algorithm (one decision per **round**: ``clamp(limit, 8, 48)`` samples of re
    current limit (TCP's one cut per window): a **503** (queue full, shedding) x0.5; a
    **timeout** x0.75; a **429** is a quota on the account's *rate*, not the server's capacity:
    the runner's pacer spaces requests after it, and the controller cuts mildly (x0.9), then
-   does not grow past the limit it had at the 429 for ``rate_hold_rounds`` (10) rounds. Other
+   does not grow past the limit it had at the 429 for ``rate_hold_rounds`` (10) rounds (after
+   a queueing cut, likewise not back to the limit that queued: on K = 3 the limit sits at 3
+   and tries 4 for one round in eleven, a probe, not a 3 <-> 4 cycle). Other
    errors (500, 502, a dropped connection) are faults, not load: ignored.
 6. Always ``floor <= limit <= ceiling``, ``floor`` 1 (no starvation: one request is always
    allowed) and ``ceiling`` = min(``--max-concurrency`` (256), a limit the caller was told).
@@ -249,6 +251,8 @@ class AdaptiveConcurrency:
         elif ratio is not None and ratio > self.high:
             capacity = statistics.median(self._inflight) / ratio
             self._ramping, self._flat_rounds = False, 0
+            # do not climb straight back to where queueing was seen (3 <-> 4 on K = 3)
+            self._rate_ceiling, self._rate_hold = max(self.floor, limit - 1), self.rate_hold_rounds
             self._set(min(limit * 0.9, capacity * self.target), "queueing", ratio)
         elif ratio is not None and ratio <= self.flat:
             for latency_s, tokens, ttft_s in self._samples:  # an unloaded round: a baseline
@@ -259,8 +263,8 @@ class AdaptiveConcurrency:
             else:
                 new = limit + max(1, round(limit * 0.1 * 2 ** (self._flat_rounds - 1)))
                 new = min(new, limit * 2)
-            if self._rate_ceiling is not None:
-                new = min(new, self._rate_ceiling)
+            if self._rate_ceiling is not None and new > self._rate_ceiling:
+                new, self._flat_rounds = max(limit, self._rate_ceiling), 0  # held: no escalation
             self._set(new, "flat", ratio)
         else:
             self._flat_rounds = 0
@@ -270,7 +274,7 @@ class AdaptiveConcurrency:
         new = self._clamp(value)
         self._ratios, self._inflight, self._samples, self._overload = [], [], [], None
         self.epoch += 1
-        if new != self.limit or reason != "in band":
+        if new != self.limit or reason in ("queue_full", "timeout", "rate_limited"):
             self.history.append(Decision(self.samples_seen, new, reason, ratio))
         self.limit = new
 
