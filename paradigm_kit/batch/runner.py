@@ -76,6 +76,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from ..retry import RETRYABLE_EXCEPTIONS, RetryPolicy, is_retryable_status, parse_retry_after_s
 from ..settings import DEFAULT_MODEL, MissingApiKey, api_settings
 from ..timeline import TimelineRecorder
+from .concurrency import DEFAULT_MAX_CONCURRENCY, AdaptiveConcurrency, ConcurrencyGate
 from .jsonl import (
     OutputState,
     OutputWriter,
@@ -87,6 +88,7 @@ from .jsonl import (
     sort_output,
 )
 from .pacing import Pacer, estimate_tokens
+from .streaming import StreamDeadlines, StreamInterrupted, stream_attempt
 
 __all__ = [
     "BatchConfigError",
@@ -126,6 +128,7 @@ class BatchSummary:
     interrupted: bool = False
     limits: str = "no rate limit"
     concurrency: int = 0
+    concurrency_auto: str = ""  # --concurrency auto: how the limit moved (empty when fixed)
     error_statuses: dict[int, int] = field(default_factory=dict)  # non-2xx answers by status
 
     @property
@@ -156,7 +159,7 @@ class BatchSummary:
             lines.append(f"cost         {self.cost:.4f} (at the given price per 1k tokens)")
         lines += [
             f"wall time    {self.wall_s:.2f} s, {self.requests_per_s:.1f} requests/s "
-            f"(concurrency {self.concurrency}, {self.limits})",
+            f"(concurrency {self.concurrency}{self.concurrency_auto}, {self.limits})",
             f"output       {self.output_path}"
             + ("  [interrupted: run again to finish]" if self.interrupted else ""),
         ]
@@ -252,8 +255,15 @@ class _Run:
         recorder: TimelineRecorder | None,
         summary: BatchSummary,
         progress: Any,
+        gate: ConcurrencyGate | None = None,
+        stream_all: bool = False,
+        deadlines: StreamDeadlines | None = None,
     ) -> None:
         self.session, self.url, self.source, self.writer = session, url, source, writer
+        # --- issue 13: adaptive concurrency (gate) and streaming -----------------------------
+        self.gate, self.stream_all = gate, stream_all
+        self.deadlines = deadlines or StreamDeadlines()
+        self.stream_cuts = 0
         self.pacer, self.policy, self.timeout, self.recorder = pacer, policy, timeout, recorder
         self.summary, self.progress = summary, progress
         self.t0 = time.monotonic()  # every request of the batch is queued from the start
@@ -299,18 +309,30 @@ class _Run:
         pacer, recorder = self.pacer, self.recorder
         t_queued = t_first_sent = self.t0
         attempt = 0
+        streamed = self.stream_all or body.get("stream") is True
+        extra: dict = {}  # streaming's fields for the output line
         while True:
             attempt += 1
-            tokens_taken = await pacer.admit(body)
-            if tokens_taken is None:
-                raise _Stopping
-            t_started = time.monotonic()
-            if attempt == 1:
-                t_first_sent = t_started
-            status, response_headers, raw, t_first_byte, failure = await self._post(
-                payload, headers
-            )
-            t_end = time.monotonic()
+            async with self._slot() as (inflight, epoch):
+                tokens_taken = await pacer.admit(body)
+                if tokens_taken is None:
+                    raise _Stopping
+                t_started = time.monotonic()
+                if attempt == 1:
+                    t_first_sent = t_started
+                if streamed:
+                    status, response_headers, raw, t_first_byte, failure = await self._post_stream(
+                        body, headers, extra
+                    )
+                else:
+                    status, response_headers, raw, t_first_byte, failure = await self._post(
+                        payload, headers
+                    )
+                t_end = time.monotonic()
+                if self.gate is not None:
+                    self._tell_controller(
+                        status, failure, raw, t_end - t_started, inflight, epoch, extra
+                    )
             if response_headers is not None and pacer.learning:
                 pacer.learn(response_headers)
             outcome, detail = self._judge(status, response_headers, raw, failure, attempt)
@@ -329,7 +351,9 @@ class _Run:
                 )
             if outcome == "ok":
                 usage = detail.get("usage") if isinstance(detail, dict) else None
-                self._write_ok(request_id, line_number, attempt, t_end - t_first_sent, raw, usage)
+                self._write_ok(
+                    request_id, line_number, attempt, t_end - t_first_sent, raw, usage, extra
+                )
                 if tokens_taken:
                     pacer.settle(tokens_taken, usage, body.get("max_tokens"))
                 return
@@ -339,6 +363,62 @@ class _Run:
             if not await self.sleep(detail):  # "retry": detail is the wait in seconds
                 raise _Stopping
             t_queued = time.monotonic()
+
+    # --- issue 13: the slot of an attempt, the controller's samples, a streamed attempt ------
+
+    def _slot(self) -> Any:
+        """The gate's slot for one attempt (released before a retry's wait), or no gate."""
+        return self.gate.slot() if self.gate is not None else _NO_SLOT
+
+    def _tell_controller(
+        self,
+        status: int | None,
+        failure: dict | None,
+        raw: bytes,
+        attempt_s: float,
+        inflight: int,
+        epoch: int,
+        extra: dict,
+    ) -> None:
+        controller = self.gate.controller
+        if status == 200:
+            tokens = extra.pop("_completion_tokens", None)
+            if tokens is None:
+                tokens = _completion_tokens(raw)
+            controller.on_sample(
+                attempt_s, tokens, inflight=inflight, epoch=epoch, ttft_s=extra.get("ttft_s")
+            )
+        elif status == 503:
+            controller.on_overload("queue_full", epoch=epoch)
+        elif status == 429:
+            controller.on_overload("rate_limited", epoch=epoch)
+        elif failure is not None and failure.get("type") == "timeout":
+            controller.on_overload("timeout", epoch=epoch)
+        if self.progress is not None and controller.limit != self.summary.concurrency:
+            self.summary.concurrency = controller.limit
+            self._show_counts()
+
+    async def _post_stream(self, body: dict, headers: dict, extra: dict) -> tuple:
+        """One streamed attempt, as ``_post``'s tuple; ``extra`` gets the line's stream fields."""
+        try:
+            result = await stream_attempt(
+                self.session, self.url, body, headers, self.deadlines, stop=self._stop_event
+            )
+        except StreamInterrupted:
+            raise _Stopping from None
+        if result.status == 200:
+            extra["ttft_s"] = result.ttft_s
+            extra["tokens_per_s"] = result.tokens_per_s
+            extra["_completion_tokens"] = result.response["usage"].get("completion_tokens", 0)
+            if result.usage_estimated:
+                extra["usage_estimated"] = True
+            if result.stream_options_refused:
+                extra["stream_options_refused"] = True
+        elif result.failure is not None and result.failure["type"] == "stream_cut":
+            # a re-sent request starts generation again, and may be billed again
+            extra["stream_cuts"] = extra.get("stream_cuts", 0) + 1
+            self.stream_cuts += 1
+        return result.status, result.headers, result.body, result.t_first_byte, result.failure
 
     async def _post(self, payload: bytes, headers: dict) -> tuple:
         """One attempt: ``(status, headers, body, t_first_byte, failure)``; ``status`` is
@@ -410,6 +490,7 @@ class _Run:
         latency_s: float,
         raw: bytes,
         usage: Any,
+        extra: dict | None = None,
     ) -> None:
         summary = self.summary
         summary.requests += 1
@@ -424,9 +505,17 @@ class _Run:
             if b"\n" in raw or b"\r" in raw:
                 raw = json.dumps(json.loads(raw)).encode()
         # the response's bytes as they came (json.loads has checked them): no re-serialisation
+        stream_fields = _stream_fields(extra) if extra else b""
         self.writer.write(
-            b'{"id": %s, "line": %d, "attempts": %d, "latency_s": %.3f, "response": %s}\n'
-            % (json.dumps(request_id).encode(), line_number, attempts, latency_s, raw)
+            b'{"id": %s, "line": %d, "attempts": %d, "latency_s": %.3f%s, "response": %s}\n'
+            % (
+                json.dumps(request_id).encode(),
+                line_number,
+                attempts,
+                latency_s,
+                stream_fields,
+                raw,
+            )
         )
 
     def _write_failed(
@@ -447,10 +536,38 @@ class _Run:
 
     def _show_counts(self) -> None:
         summary = self.summary
+        current = f" concurrency={summary.concurrency}" if self.gate is not None else ""
         self.progress.set_postfix_str(
-            f"failed={summary.failed} retries={summary.retried} 429s={summary.rate_limited}",
+            f"failed={summary.failed} retries={summary.retried} 429s={summary.rate_limited}"
+            + current,
             refresh=False,
         )
+
+
+_NO_SLOT = contextlib.nullcontext((0, 0))
+
+
+def _completion_tokens(raw: bytes) -> int:
+    """``usage.completion_tokens`` of a plain answer (0 when absent): the controller's length."""
+    try:
+        usage = json.loads(raw).get("usage") or {}
+        return int(usage.get("completion_tokens") or 0)
+    except (ValueError, AttributeError, TypeError):
+        return 0
+
+
+def _stream_fields(extra: dict) -> bytes:
+    """``, "ttft_s": ..., "tokens_per_s": ...`` and the stream's flags, for the output line."""
+    fields = []
+    for key in ("ttft_s", "tokens_per_s"):
+        if extra.get(key) is not None:
+            fields.append(b', "%s": %.3f' % (key.encode(), extra[key]))
+    for key in ("usage_estimated", "stream_options_refused"):
+        if extra.get(key):
+            fields.append(b', "%s": true' % key.encode())
+    if extra.get("stream_cuts"):
+        fields.append(b', "stream_cuts": %d' % extra["stream_cuts"])
+    return b"".join(fields)
 
 
 def idempotency_key(request_id: Any, payload: bytes) -> str:
@@ -498,7 +615,7 @@ async def run_batch(
     *,
     base_url: str | None = None,
     api_key: str | None = None,
-    concurrency: int = 20,
+    concurrency: int | str = 20,
     max_retries: int = 6,
     retry_policy: RetryPolicy | None = None,
     timeout_s: float = 60.0,
@@ -513,6 +630,9 @@ async def run_batch(
     progress: bool = True,
     check_first: bool = True,
     handle_signals: bool = False,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    stream: bool = False,
+    stream_deadlines: StreamDeadlines | None = None,
 ) -> BatchSummary:
     """Send every request of ``requests`` (a JSONL path, or an iterable of request dicts) and
     append one line per request to ``output_path``; return a ``BatchSummary``.
@@ -524,9 +644,13 @@ async def run_batch(
     is a JSONL path or a ``TimelineRecorder`` to record every attempt in. ``handle_signals``
     (the CLI) makes SIGINT/SIGTERM stop the run gracefully. Raises ``BatchConfigError`` before
     sending or writing anything if the configuration cannot work.
+
+    ``concurrency="auto"`` adapts the requests in flight to the server (``batch.concurrency``),
+    up to ``max_concurrency``. ``stream=True`` streams every request (a line with
+    ``"stream": true`` is streamed anyway), under ``stream_deadlines`` (``batch.streaming``).
     """
-    if concurrency < 1:
-        raise BatchConfigError(f"concurrency must be >= 1, got {concurrency}")
+    controller = _controller(concurrency, max_concurrency)
+    concurrency = controller.limit if controller is not None else concurrency
     _check_input(requests)
     if base_url is None or api_key is None:
         try:
@@ -553,9 +677,10 @@ async def run_batch(
         learn_from_headers=learn_limits_from_headers,
     )
     summary = BatchSummary(output_path=output_path, concurrency=concurrency)
+    workers = controller.ceiling if controller is not None else concurrency
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     proxy, proxy_auth = proxy_from_env(base_url)
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    connector = aiohttp.TCPConnector(limit=workers)
     async with aiohttp.ClientSession(
         headers=headers, connector=connector, proxy=proxy, proxy_auth=proxy_auth
     ) as session:
@@ -601,12 +726,18 @@ async def run_batch(
             recorder=recorder,
             summary=summary,
             progress=bar,
+            gate=ConcurrencyGate(controller) if controller is not None else None,
+            stream_all=stream,
+            deadlines=stream_deadlines,
         )
         t_start = time.monotonic()
         try:
-            await _run_workers(run, concurrency, handle_signals)
+            await _run_workers(run, workers, handle_signals)
         finally:
             summary.wall_s = time.monotonic() - t_start
+            if controller is not None:
+                summary.concurrency = controller.limit
+                summary.concurrency_auto = _describe_auto(controller, run.gate)
             summary.interrupted = run.stopping
             writer.close()
             if recorder is not None and recorder is not timeline:
@@ -622,6 +753,28 @@ async def run_batch(
     if price_per_1k_tokens is not None:
         summary.cost = summary.tokens / 1000.0 * price_per_1k_tokens
     return summary
+
+
+def _controller(concurrency: int | str, max_concurrency: int) -> AdaptiveConcurrency | None:
+    """The controller for ``concurrency="auto"``, None for a fixed number; bad values refused."""
+    if (
+        isinstance(max_concurrency, bool)
+        or not isinstance(max_concurrency, int)
+        or (max_concurrency < 1)
+    ):
+        raise BatchConfigError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
+    if concurrency == "auto":
+        return AdaptiveConcurrency(max_concurrency=max_concurrency)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise BatchConfigError(f"concurrency must be >= 1 or 'auto', got {concurrency!r}")
+    return None
+
+
+def _describe_auto(controller: AdaptiveConcurrency, gate: ConcurrencyGate | None) -> str:
+    """`` at the end, auto: peak 24 in flight, 7 changes``, for the summary line."""
+    changes = len(controller.history) - 1
+    peak = gate.peak_inflight if gate is not None else controller.limit
+    return f" at the end, auto: peak {peak} in flight, {changes} changes"
 
 
 async def _run_workers(run: _Run, concurrency: int, handle_signals: bool) -> None:
