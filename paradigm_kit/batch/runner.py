@@ -129,6 +129,8 @@ class BatchSummary:
     limits: str = "no rate limit"
     concurrency: int = 0
     concurrency_auto: str = ""  # --concurrency auto: how the limit moved (empty when fixed)
+    # --concurrency auto: (answers seen, new limit, reason) at each change, for plots and the bench
+    concurrency_history: list[tuple[int, int, str]] = field(default_factory=list)
     error_statuses: dict[int, int] = field(default_factory=dict)  # non-2xx answers by status
 
     @property
@@ -738,6 +740,9 @@ async def run_batch(
             if controller is not None:
                 summary.concurrency = controller.limit
                 summary.concurrency_auto = _describe_auto(controller, run.gate)
+                summary.concurrency_history = [
+                    (step.samples_seen, step.limit, step.reason) for step in controller.history
+                ]
             summary.interrupted = run.stopping
             writer.close()
             if recorder is not None and recorder is not timeline:
