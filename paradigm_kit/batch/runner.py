@@ -35,6 +35,14 @@ The design, as a reader should follow it (the package docstring has the user's v
    again. A second signal cancels the in-flight attempts too. In a notebook, interrupting the
    cell cancels the run; the lines already finished are flushed on the way out.
 
+7. **Issue 13** (kept apart, in ``_slot``/``_tell_controller``/``_post_stream``): with
+   ``concurrency="auto"`` the pool has ``max_concurrency`` workers and each *attempt* takes a
+   slot of a ``ConcurrencyGate`` whose size the controller (``concurrency``) sets from every
+   answer; the slot is given back before a retry's wait. A streamed request (``stream=True`` or
+   ``"stream": true``) goes through ``streaming.stream_attempt`` instead of the plain POST and
+   comes back as the same tuple, so judging, retries and output are shared. A fixed
+   concurrency takes neither path: no gate, the hot path unchanged.
+
 What this does that the OpenAI cookbook's ``api_request_parallel_processor.py`` does not: no
 1 ms polling loop and no fire-and-forget tasks (workers are awaited), 429 read from the status
 rather than the body text, ``Retry-After`` honoured instead of a fixed 15 s pause, a per-attempt
