@@ -204,7 +204,18 @@ async def _attempt(
                 return StreamResult(
                     response.status, response.headers, await response.read(), t_first_byte
                 )
-            result = await _read_stream(response, body, deadlines, stop, t_start)
+            watcher = asyncio.ensure_future(_close_when_set(stop, response)) if stop else None
+            try:
+                result = await _read_stream(response, body, deadlines, t_start)
+            except (aiohttp.ClientError, ConnectionError):
+                if stop is not None and stop.is_set():
+                    raise StreamInterrupted from None
+                raise
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+            if stop is not None and stop.is_set():
+                raise StreamInterrupted
             result.headers, result.t_first_byte = response.headers, t_first_byte
             return result
     except asyncio.TimeoutError:
@@ -221,11 +232,7 @@ async def _attempt(
 
 
 async def _read_stream(
-    response: aiohttp.ClientResponse,
-    body: dict,
-    deadlines: StreamDeadlines,
-    stop: asyncio.Event | None,
-    t_start: float,
+    response: aiohttp.ClientResponse, body: dict, deadlines: StreamDeadlines, t_start: float
 ) -> StreamResult:
     decoder = SSEDecoder()
     chunks: list[dict] = []
@@ -238,7 +245,7 @@ async def _read_stream(
         else:
             wait_s, which = deadlines.idle_s, "silence between chunks"
         wait_s = min(wait_s, deadlines.total_s - elapsed_s)
-        data = await _read_some(response, wait_s, stop)
+        data = await _read_some(response, wait_s)
         if data is None:
             limit_s = deadlines.first_token_s if which == "first token" else deadlines.idle_s
             return StreamResult(
@@ -299,28 +306,17 @@ async def _read_stream(
     )
 
 
-async def _read_some(
-    response: aiohttp.ClientResponse, wait_s: float, stop: asyncio.Event | None
-) -> bytes | None:
-    """The next bytes (``b""`` at the end), None when ``wait_s`` passed first. A set ``stop``
-    closes the response and raises ``StreamInterrupted``."""
+async def _read_some(response: aiohttp.ClientResponse, wait_s: float) -> bytes | None:
+    """The next bytes (``b""`` at the end of the body), None when ``wait_s`` passed first."""
     if wait_s <= 0:
         return None
-    read = asyncio.ensure_future(response.content.readany())
-    waits = {read}
-    stopper = None
-    if stop is not None:
-        stopper = asyncio.ensure_future(stop.wait())
-        waits.add(stopper)
     try:
-        finished, _ = await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in waits:
-            if not task.done():
-                task.cancel()
-    if read in finished:
-        return read.result()
-    if stopper is not None and stopper in finished:
-        response.close()
-        raise StreamInterrupted
-    return None
+        return await asyncio.wait_for(response.content.readany(), wait_s)
+    except asyncio.TimeoutError:
+        return None
+
+
+async def _close_when_set(stop: asyncio.Event, response: aiohttp.ClientResponse) -> None:
+    """One watcher per stream (not one task per read): Ctrl-C closes the stream at once."""
+    await stop.wait()
+    response.close()
