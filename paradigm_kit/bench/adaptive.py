@@ -14,7 +14,10 @@ mock refuses is recorded as skipped, not failed):
 * ``sharing-8``: processor sharing, ``--capacity 8``;
 * ``fifo-8-16``: ``--max-running 8 --max-queue 16`` (503 beyond);
 * ``sharing-32-rpm``: ``--capacity 32`` with an ``--rpm`` limit and no rate-limit headers;
-* ``unlimited``: today's mock, every request served in parallel.
+* ``unlimited``: today's mock, every request served in parallel;
+* and (e), ``capacity_change``: ``auto`` alone on ``--capacity 16``, set to 32 then to 8 through
+  ``POST /_mock/config`` while it runs (full and quick modes): throughput in 2 s windows, the
+  seconds until it is back within 10% of the new phase's steady rate, and the limit over time.
 
 Runs are in-process (``run_batch`` in this interpreter): the scenario measures the controller's
 decisions, not the client's CPU (``client_cost`` does that). Nothing is asserted here.
@@ -27,12 +30,15 @@ import json
 import os
 import statistics
 import tempfile
+import threading
 import time
+import urllib.request
 from typing import Any
 
 from paradigm_kit.batch import run_batch
 from paradigm_kit.mock import mock_stats, reset_mock, start_mock
 from paradigm_kit.mock.launcher import MockStartError
+from paradigm_kit.timeline import TimelineRecorder
 
 __all__ = ["COLUMNS", "adaptive_scenario", "plot_adaptive", "settled_at"]
 
@@ -44,6 +50,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     "sharing-32-rpm": {"capacity": 32, "rpm": 1200, "no_rate_limit_headers": True},
     "unlimited": {},
 }
+
+CHANGE = {  # (e): capacity 16, doubled to 32 at a third of the run, halved to 8 at two thirds
+    "start": 16,
+    "steps": (32, 8),
+}
+CHANGE_SIZES = {"full": (3000, 36.0), "quick": (1200, 18.0)}  # requests, seconds between steps
 
 SIZES = {  # mode -> (requests per run, latency_s, per_token_latency_s, profiles, fixed)
     "full": (600, 0.2, 0.004, tuple(PROFILES), FIXED),
@@ -82,10 +94,13 @@ def settled_at(history: list[tuple[int, int, str]], answers: int) -> tuple[int |
     return settled, final
 
 
-def _one_run(base_url: str, requests: list[dict], concurrency: int | str) -> dict:
+def _one_run(
+    base_url: str, requests: list[dict], concurrency: int | str, timeline: list | None = None
+) -> dict:
     reset_mock(base_url)
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "out.jsonl")
+        recorder = TimelineRecorder() if timeline is not None else None
         t0 = time.monotonic()
         summary = asyncio.run(
             run_batch(
@@ -96,9 +111,12 @@ def _one_run(base_url: str, requests: list[dict], concurrency: int | str) -> dic
                 concurrency=concurrency,
                 progress=False,
                 max_retries=10,
+                timeline=recorder,
             )
         )
         wall_s = time.monotonic() - t0
+        if recorder is not None:
+            timeline += sorted(r.t_end for r in recorder.records if r.outcome == "ok")
         with open(out, encoding="utf-8") as handle:
             latencies = sorted(json.loads(line)["latency_s"] for line in handle)
     by_status = mock_stats(base_url)["requests_by_status"]
@@ -153,8 +171,12 @@ def adaptive_scenario(plan: Any, log: Any) -> dict:
                 f"p50 {run['p50_s']:.3f} s, shed {run['shed_429_503']}"
             )
         rows += runs
+    change = (
+        _capacity_change(plan, latency_s, per_token_s, log) if plan.mode in CHANGE_SIZES else None
+    )
     return {
         "title": "Adaptive concurrency: auto against fixed, per mock profile",
+        "capacity_change": change,
         "params": {"requests": n, "latency_s": latency_s, "per_token_latency_s": per_token_s},
         "profiles": {name: PROFILES[name] for name in profiles},
         "skipped": skipped,
@@ -202,6 +224,91 @@ def plot_adaptive(plt, scenario: dict):
                 bottom.step(xs, ys, where="post", color="#d62728")
         bottom.set_xlabel("answers seen")
         bottom.set_ylabel("auto: concurrency limit")
+    change = scenario.get("capacity_change") or {}
+    if change.get("limit_over_time"):
+        extra = fig.add_axes((1.02, 0.1, 0.3, 0.8))
+        times = [t for t, _ in change["limit_over_time"]]
+        extra.step(times, [limit for _, limit in change["limit_over_time"]], where="post")
+        for t_change in change["changes_at_s"]:
+            extra.axvline(t_change, color="grey", linestyle=":")
+        extra.set_title(f"capacity {' -> '.join(map(str, change['capacities']))}")
+        extra.set_xlabel("seconds")
+        extra.set_ylabel("auto: concurrency limit")
     fig.suptitle(scenario["title"])
     fig.tight_layout()
     return fig
+
+
+def _set_capacity(base_url: str, capacity: float) -> None:
+    """``POST /_mock/config {"capacity": K}`` (the mock's capacity model, issue 12/13)."""
+    root = base_url.rsplit("/api/", 1)[0]
+    request = urllib.request.Request(
+        root + "/_mock/config",
+        data=json.dumps({"capacity": capacity}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=10) as response:
+        response.read()
+
+
+def _capacity_change(plan: Any, latency_s: float, per_token_s: float, log: Any) -> dict | None:
+    """(e): auto on a sharing server whose capacity doubles, then halves, mid-run. Throughput in
+    2 s windows; recovery = seconds from a change until a window reaches 90% of that phase's
+    steady throughput (the median of its last half)."""
+    n, step_s = CHANGE_SIZES[plan.mode]
+    flags = {"capacity": CHANGE["start"], "latency": latency_s, "per_token_latency": per_token_s}
+    try:
+        mock = start_mock(**flags)
+    except MockStartError as error:
+        log(f"adaptive: capacity change skipped: {str(error).strip().splitlines()[-1][:200]}")
+        return {"skipped": str(error).strip().splitlines()[-1][:200]}
+    ends: list[float] = []
+    changes: list[float] = []
+    try:
+
+        def steps() -> None:
+            for index, capacity in enumerate(CHANGE["steps"], start=1):
+                time.sleep(step_s)
+                _set_capacity(mock.base_url, capacity)
+                changes.append(index * step_s)
+
+        reset_mock(mock.base_url)
+        _set_capacity(mock.base_url, CHANGE["start"])
+        timer = threading.Thread(target=steps, daemon=True)
+        timer.start()
+        run = _one_run(mock.base_url, _requests(n), "auto", timeline=ends)
+        timer.join(timeout=3 * step_s)
+    except OSError as error:  # no POST /_mock/config in this mock
+        log(f"adaptive: capacity change skipped: {error}")
+        return {"skipped": str(error)}
+    finally:
+        mock.stop()
+    window_s = 2.0
+    horizon = int(max(ends) // window_s) + 1 if ends else 0
+    rates = [0.0] * horizon
+    for t_end in ends:
+        rates[int(t_end // window_s)] += 1 / window_s
+    bounds = [0.0, *changes, horizon * window_s]
+    recovery = []
+    for start, stop in zip(bounds[1:-1], bounds[2:], strict=False):
+        phase = rates[int(start // window_s) : int(stop // window_s)]
+        steady = statistics.median(phase[len(phase) // 2 :]) if phase else 0.0
+        hit = next((i for i, rate in enumerate(phase) if rate >= 0.9 * steady), None)
+        recovery.append(None if hit is None else round((hit + 1) * window_s, 1))
+    # auto's limit over time: the k-th answer's end time for each change of the limit
+    limit_over_time = [
+        (round(ends[min(seen, len(ends) - 1)], 2) if ends else 0.0, limit)
+        for seen, limit, _ in run["history"]
+    ]
+    log(f"adaptive: capacity change, recovery {recovery} s")
+    return {
+        "capacities": [CHANGE["start"], *CHANGE["steps"]],
+        "changes_at_s": changes,
+        "window_s": window_s,
+        "requests_per_s_by_window": [round(rate, 2) for rate in rates],
+        "recovery_s": recovery,
+        "limit_over_time": limit_over_time,
+        "run": {key: value for key, value in run.items() if key != "history"},
+    }
