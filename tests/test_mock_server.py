@@ -93,7 +93,11 @@ def test_cli_prints_base_url_first_and_exits_0_on_signal(signum):
         pytest.param(
             ["--error-statuses", "418"], "cannot inject status 418", id="status-not-injectable"
         ),
-        pytest.param(["--latency", "-1"], "--latency must be >= 0", id="negative-latency"),
+        pytest.param(
+            ["--latency", "-1"], "--latency must be a finite number >= 0", id="negative-latency"
+        ),
+        pytest.param(["--latency", "nan"], "--latency must be a finite number", id="nan-latency"),
+        pytest.param(["--latency", "inf"], "--latency must be a finite number", id="inf-latency"),
         pytest.param(["--rpm", "0"], "--rpm must be positive", id="zero-rpm"),
         pytest.param(["--latency", "soon"], "invalid float value", id="not-a-number"),
     ],

@@ -58,6 +58,7 @@ import json
 import math
 import struct
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,7 @@ from typing import Any
 from aiohttp import web
 
 from ..ratelimit import TokenBucket
+from .capacity import CapacityModel, Job, Overloaded, SharedServer
 from .config import MockConfig
 from .faults import DROP, ERROR, SLOW, draw, identity_of_body
 from .replies import (
@@ -211,6 +213,9 @@ class MockState:
     models_body: bytes
     completion_ids: itertools.count
     key_hashes: dict[str, str]
+    capacity: CapacityModel | None = None  # None: every request served at full speed at once
+    # connections already seen (for --connect-latency): a weak set, so closed ones drop out
+    seen_connections: weakref.WeakSet | None = None
 
     def hash_key(self, api_key: str) -> str:
         known = self.key_hashes.get(api_key)
@@ -241,6 +246,11 @@ class MockState:
             "api_key_required": config.api_key is not None,
             "models": list(config.models),
             "max_attempts": config.max_attempts,
+            "capacity": config.capacity,
+            "max_running": config.max_running,
+            "max_queue": config.max_queue,
+            "connect_latency_s": config.connect_latency_s,
+            "rate_limit_headers": config.rate_limit_headers,
         }
 
 
@@ -269,9 +279,17 @@ def create_app(
         models_body=_dumps(models_payload(config.models, int(time.time()))),
         completion_ids=itertools.count(1),
         key_hashes={},
+        capacity=_capacity_model(config),
+        seen_connections=weakref.WeakSet(),
     )
     _add_routes(app)
     return app
+
+
+def _capacity_model(config: MockConfig) -> CapacityModel | None:
+    if not config.has_capacity_model:
+        return None
+    return CapacityModel(SharedServer(config.capacity, config.max_running, config.max_queue))
 
 
 def _add_routes(app: web.Application) -> None:
@@ -536,13 +554,24 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     identity = request.headers.get("Idempotency-Key") or identity_of_body(body)
     stats, attempt = recorder.begin(run, key, identity, t_start)
     status, retry_after_s = STATUS_CLIENT_CLOSED, None  # if cancelled: the client hung up
+    served: list[Job] = []  # the capacity model's record of this attempt, if it went through it
     try:
         response, status, retry_after_s = await _answer_chat(
-            request, mock, api_key, key, body, identity, attempt
+            request, mock, api_key, key, body, identity, attempt, served
         )
         return response
     finally:
-        recorder.end(stats, key, identity, attempt, t_start, status, retry_after_s)
+        server = _server_fields(recorder, served[0]) if served else None
+        recorder.end(stats, key, identity, attempt, t_start, status, retry_after_s, server)
+
+
+def _server_fields(recorder: Recorder, job: Job) -> dict[str, Any]:
+    """The job's times (event-loop clock) on the recorder's clock, for ``/_mock/log``."""
+    offset_s = asyncio.get_running_loop().time() - recorder.now()
+    return {
+        name: value - offset_s if name.startswith("t_") and value is not None else value
+        for name, value in job.log_fields().items()
+    }
 
 
 async def _answer_chat(
@@ -553,13 +582,15 @@ async def _answer_chat(
     body: bytes,
     identity: str,
     attempt: int,
+    served: list[Job],
 ) -> tuple[web.StreamResponse, int, float | None]:
     """The answer to one attempt, the status to record, and the ``Retry-After`` it carries."""
     config = mock.config
     headers = {"x-mock-attempt": str(attempt)}
+    await _connect_latency(request, mock)
     try:
         check_key(config, api_key)
-        if mock.limits.enabled:
+        if mock.limits.enabled and config.rate_limit_headers:
             headers.update(mock.limits.headers(key))
         chat = parse_chat_request(body, config.models)
     except ClientError as error:
@@ -568,7 +599,8 @@ async def _answer_chat(
     if mock.limits.enabled:
         token_cost = prompt_tokens + (chat.max_tokens or DEFAULT_COMPLETION_TOKENS)
         wait_s, which, limit_headers = mock.limits.admit(key, token_cost)
-        headers.update(limit_headers)
+        if config.rate_limit_headers:
+            headers.update(limit_headers)
         if wait_s > 0:
             return _rate_limited(wait_s, which, headers), 429, wait_s
     fate = draw(config, identity, attempt)
@@ -581,6 +613,10 @@ async def _answer_chat(
         await _sleep(config.latency_s + jitter_s)
         return _drop_connection(request), STATUS_DROPPED, None
     reply = make_reply(last_user_text(chat.messages), chat.max_tokens)
+    if mock.capacity is not None and fate.fault != SLOW:  # injected faults bypass the model
+        return await _answer_in_capacity(
+            request, mock, chat, reply, prompt_tokens, jitter_s, headers, served
+        )
     first_byte_delay_s = config.slow_seconds if fate.fault == SLOW else config.latency_s + jitter_s
     completion_id = f"chatcmpl-mock{next(mock.completion_ids)}"
     if chat.stream:
@@ -602,6 +638,122 @@ async def _answer_chat(
     await _sleep(first_byte_delay_s + config.per_token_latency_s * reply.completion_tokens)
     body = completion_body(completion_id, int(time.time()), chat.model, reply, prompt_tokens)
     return web.Response(body=body, headers=headers, content_type="application/json"), 200, None
+
+
+async def _connect_latency(request: web.Request, mock: MockState) -> None:
+    """``--connect-latency``: the first request on a new connection pays for the handshakes."""
+    if mock.config.connect_latency_s <= 0 or request.transport is None:
+        return
+    if request.transport in mock.seen_connections:
+        return
+    mock.seen_connections.add(request.transport)
+    await asyncio.sleep(mock.config.connect_latency_s)
+
+
+async def _answer_in_capacity(
+    request: web.Request,
+    mock: MockState,
+    chat: ChatRequest,
+    reply: Any,
+    prompt_tokens: int,
+    jitter_s: float,
+    headers: dict[str, str],
+    served: list[Job],
+) -> tuple[web.StreamResponse, int, float | None]:
+    """Serve through the capacity model: queue, share the server, or be shed with a 503."""
+    model = mock.capacity
+    assert model is not None
+    try:
+        job = model.arrive()
+    except Overloaded as overloaded:
+        return _overloaded(overloaded.retry_after_s, headers), 503, overloaded.retry_after_s
+    served.append(job)
+    config = mock.config
+    first_token_s = config.latency_s + jitter_s  # seconds of work before the first token
+    completion_id = f"chatcmpl-mock{next(mock.completion_ids)}"
+    try:
+        await model.started(job)
+        if chat.stream:
+            response = web.StreamResponse(status=200, headers=headers)
+            try:
+                await _stream_in_capacity(
+                    request,
+                    response,
+                    (chat, reply, prompt_tokens, completion_id),
+                    model,
+                    job,
+                    (first_token_s, config.per_token_latency_s),
+                )
+            except ConnectionResetError:
+                return response, STATUS_CLIENT_CLOSED, None
+            return response, 200, None
+        work_s = first_token_s + config.per_token_latency_s * reply.completion_tokens
+        await model.progress(job, work_s)
+        job.first_token_at = job.started_at  # a plain answer has no first token of its own
+    finally:
+        model.leave(job)
+    body = completion_body(completion_id, int(time.time()), chat.model, reply, prompt_tokens)
+    return web.Response(body=body, headers=headers, content_type="application/json"), 200, None
+
+
+def _overloaded(retry_after_s: int, headers: dict[str, str]) -> web.Response:
+    headers["Retry-After"] = str(retry_after_s)
+    error = ClientError(
+        503,
+        "The server is overloaded (its queue is full): retry later.",
+        error_type="server_error",
+        code="server_overloaded",
+    )
+    return error_response(error, headers)
+
+
+async def _stream_in_capacity(
+    request: web.Request,
+    response: web.StreamResponse,
+    answer: tuple[ChatRequest, Any, int, str],
+    model: CapacityModel,
+    job: Job,
+    schedule_s: tuple[float, float],
+) -> None:
+    """A stream on the model's clock: the role chunk at admission, token i once
+    ``first_token_s + i x per_token_s`` of work is done, the end with the last token."""
+    chat, reply, prompt_tokens, completion_id = answer
+    first_token_s, per_token_s = schedule_s
+    created = int(time.time())
+    response.content_type = "text/event-stream"
+    response.headers["Cache-Control"] = "no-cache"
+    await response.prepare(request)
+    role = {"role": "assistant", "content": ""}
+    await response.write(_event(chunk_payload(completion_id, created, chat.model, role)))
+    for index, piece in enumerate(reply.pieces):
+        await model.progress(job, first_token_s + index * per_token_s)
+        if index == 0:
+            job.first_token_at = asyncio.get_running_loop().time()
+        await response.write(
+            _event(chunk_payload(completion_id, created, chat.model, {"content": piece}))
+        )
+    await model.progress(job, first_token_s + len(reply.pieces) * per_token_s)
+    await response.write(b"".join(_stream_tail(chat, reply, prompt_tokens, completion_id, created)))
+    await response.write_eof()
+
+
+def _stream_tail(
+    chat: ChatRequest, reply: Any, prompt_tokens: int, completion_id: str, created: int
+) -> list[bytes]:
+    """The events after the last token: finish_reason, usage if asked, ``[DONE]``."""
+    events = [_event(chunk_payload(completion_id, created, chat.model, {}, reply.finish_reason))]
+    if chat.include_usage:
+        usage = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": chat.model,
+            "choices": [],
+            "usage": usage_payload(prompt_tokens, reply.completion_tokens),
+        }
+        events.append(_event(usage))
+    events.append(b"data: [DONE]\n\n")
+    return events
 
 
 async def _sleep(delay_s: float) -> None:
@@ -682,20 +834,7 @@ async def _stream(
             events.clear()
             await asyncio.sleep(per_token_latency_s)
         events.append(_event(chunk_payload(completion_id, created, chat.model, {"content": piece})))
-    events.append(
-        _event(chunk_payload(completion_id, created, chat.model, {}, reply.finish_reason))
-    )
-    if chat.include_usage:
-        usage = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": chat.model,
-            "choices": [],
-            "usage": usage_payload(prompt_tokens, reply.completion_tokens),
-        }
-        events.append(_event(usage))
-    events.append(b"data: [DONE]\n\n")
+    events += _stream_tail(chat, reply, prompt_tokens, completion_id, created)
     await response.write(b"".join(events))
     await response.write_eof()
 
@@ -782,6 +921,8 @@ async def mock_stats(request: web.Request) -> web.Response:
     mock = request.app[MOCK]
     stats = mock.recorder.stats(_run_param(request))
     stats["config"] = mock.public_config()
+    if mock.capacity is not None:
+        stats["server"] = mock.capacity.server.snapshot()
     return json_response(stats)
 
 
@@ -797,4 +938,6 @@ async def mock_reset(request: web.Request) -> web.Response:
     mock = request.app[MOCK]
     mock.recorder.reset()
     mock.limits.reset()
+    if mock.capacity is not None:
+        mock.capacity.server.reset_peaks()
     return json_response({"reset": True})

@@ -13,14 +13,30 @@ per attempt (``error_rate``), every limit per minute (``rpm``, ``tpm``).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_MODELS", "MockConfig", "build_parser", "config_from_args"]
+__all__ = ["DEFAULT_MODELS", "PROFILES", "MockConfig", "build_parser", "config_from_args"]
 
 DEFAULT_MODELS = ("alfred-4.2", "alfred-4.2-mini", "llama-3.1-8b-instruct")
 INJECTABLE_STATUSES = (429, 500, 502, 503, 504)
+
+# Named presets for --profile. "seed": chosen so that the seed tutorial's run (20 greetings, all
+# at once with aiohttp, then one by one with requests) lands near its published figures (async
+# 1.86 s, sync 10.33 s, "5.55x"): each answer takes about 0.5 s alone (a fixed part and a part per
+# token, so lengths differ), the server runs about five requests' worth of work at once, and each
+# new connection costs a handshake. A model consistent with those figures, not a measurement of
+# Paradigm, whose capacity is not documented.
+PROFILES: dict[str, dict[str, object]] = {
+    "seed": {
+        "latency_s": 0.3,
+        "per_token_latency_s": 0.01,
+        "capacity": 5.5,
+        "connect_latency_s": 0.02,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,17 @@ class MockConfig:
     min_backoff_s: float = 0.05
     # per-run ring buffer of attempt records for /_mock/log
     log_limit: int = 20_000
+    # the capacity model (mock/capacity.py), off by default: processor sharing among the
+    # requests in service, at most max_running in service (the rest wait, FIFO), at most
+    # max_queue waiting (beyond: 503 at once); connect_latency_s: the first request on each
+    # new connection waits this much more (the handshakes loopback does not have)
+    capacity: float | None = None
+    max_running: int | None = None
+    max_queue: int | None = None
+    connect_latency_s: float = 0.0
+    # send no x-ratelimit-* headers at all (as Paradigm, which documents none); the limits
+    # still apply and 429s still carry Retry-After
+    rate_limit_headers: bool = True
 
     def __post_init__(self) -> None:
         for name in (
@@ -64,9 +91,12 @@ class MockConfig:
             "jitter_s",
             "retry_after_s",
             "slow_seconds",
+            "connect_latency_s",
         ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):  # nan compares False: refuse it too
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        self._check_capacity()
         rates = {
             "error_rate": self.error_rate,
             "slow_rate": self.slow_rate,
@@ -94,6 +124,21 @@ class MockConfig:
             raise ValueError("at least one model is needed")
         if self.max_attempts < 1 or self.log_limit < 1:
             raise ValueError("max_attempts and log_limit must be >= 1")
+
+    def _check_capacity(self) -> None:
+        if self.capacity is not None and not (math.isfinite(self.capacity) and self.capacity > 0):
+            raise ValueError(f"capacity must be a finite number > 0, got {self.capacity}")
+        if self.max_running is not None and self.max_running < 1:
+            raise ValueError(f"max_running must be >= 1, got {self.max_running}")
+        if self.max_queue is not None:
+            if self.max_running is None:
+                raise ValueError("max_queue needs max_running (the queue is what waits for it)")
+            if self.max_queue < 0:
+                raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
+
+    @property
+    def has_capacity_model(self) -> bool:
+        return self.capacity is not None or self.max_running is not None
 
     @property
     def has_rate_limits(self) -> bool:
@@ -222,6 +267,46 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--log-limit", type=int, default=20_000, help="attempt records kept per run (default 20000)"
     )
+    add(
+        "--capacity",
+        type=float,
+        default=None,
+        help="requests' worth of work served at full speed at once; n in service each run at "
+        "min(1, K/n) of full speed, as continuous batching shares a GPU (default: unlimited)",
+    )
+    add(
+        "--max-running",
+        type=int,
+        default=None,
+        help="at most this many in service; the others wait in FIFO order (default: no cap)",
+    )
+    add(
+        "--max-queue",
+        type=int,
+        default=None,
+        help="with --max-running: refuse with 503 + Retry-After when this many already wait",
+    )
+    add(
+        "--connect-latency",
+        dest="connect_latency_s",
+        type=float,
+        default=0.0,
+        help="extra seconds for the first request on each new connection (default 0)",
+    )
+    add(
+        "--no-rate-limit-headers",
+        dest="rate_limit_headers",
+        action="store_false",
+        help="send no x-ratelimit-* headers (as Paradigm, which documents none)",
+    )
+    add(
+        "--profile",
+        choices=sorted(PROFILES),
+        default=None,
+        help="named presets, overridden by explicit flags; 'seed': a server model consistent "
+        "with the seed tutorial's figures (async 1.86 s, sync 10.33 s for 20 requests), not a "
+        "measurement of Paradigm, whose capacity is not documented",
+    )
     for action in parser._actions:  # say the unit in --help: SECONDS, not LATENCY_S
         if action.dest.endswith(("_s", "_seconds")):
             action.metavar = "SECONDS"
@@ -241,7 +326,15 @@ def in_flag_terms(parser: argparse.ArgumentParser, message: str) -> str:
 
 
 def config_from_args(parser: argparse.ArgumentParser, args: dict) -> MockConfig:
-    """Build a ``MockConfig`` from parsed CLI arguments; a bad value exits 2 with one line."""
+    """Build a ``MockConfig`` from parsed CLI arguments; a bad value exits 2 with one line.
+
+    A ``--profile`` fills the settings it names unless the command line sets them itself."""
+    args = dict(args)
+    profile = args.pop("profile", None)
+    if profile is not None:
+        for name, value in PROFILES[profile].items():
+            if args.get(name) == parser.get_default(name):
+                args[name] = value
     try:
         return MockConfig(**args)
     except ValueError as error:

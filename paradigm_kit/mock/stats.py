@@ -179,8 +179,12 @@ class Recorder:
         t_start: float,
         status: int,
         retry_after_s: float | None,
+        server: dict[str, Any] | None = None,
     ) -> None:
-        """Count an attempt out with the status it ended with."""
+        """Count an attempt out with the status it ended with.
+
+        ``server``: with the capacity model on, what the server did with it (queue wait, service
+        start and end, first token, running and queued at arrival), times on this clock."""
         t_end = self.now()
         self.in_flight -= 1
         stats.in_flight -= 1
@@ -192,7 +196,7 @@ class Recorder:
         if by_key is None:
             by_key = self.keys[key] = {}
         by_key[status] = by_key.get(status, 0) + 1
-        stats.log.append((identity, attempt, t_start, t_end, status, retry_after_s, key))
+        stats.log.append((identity, attempt, t_start, t_end, status, retry_after_s, key, server))
         state = stats.identities[identity]
         if attempt == state.attempts:  # the latest attempt (a hedged earlier one may end later)
             state.t_end = t_end
@@ -291,9 +295,14 @@ class Recorder:
             if stats is None:
                 continue
             for record in stats.log:
-                entry = dict(zip(LOG_FIELDS, record, strict=True))
+                *fields, server = record
+                entry = dict(zip(LOG_FIELDS, fields, strict=True))
                 entry["t_start"] = round(entry["t_start"], 6)
                 entry["t_end"] = round(entry["t_end"], 6)
+                if server is not None:
+                    entry.update(
+                        {k: round(v, 6) if isinstance(v, float) else v for k, v in server.items()}
+                    )
                 entry["run"] = name
                 records.append(entry)
         if run is None:
