@@ -14,25 +14,25 @@ takes ten times a 40-token one on an idle server. Here each answer's latency is 
 an unloaded server takes for that many output tokens:
 
 * plain answers: ``a + b x completion_tokens``, a line fitted through the lower envelope of the
-  (tokens, latency) samples: the minimum latency in each power-of-two band of token counts,
-  over the run, fitted by least squares with ``a, b >= 0`` (a fixed part
+  (tokens, latency) samples: the lower quartile of the unloaded latencies in each power-of-two
+  band of token counts, fitted by least squares with ``a, b >= 0`` (a fixed part
   makes "per token" alone misleading for short answers);
-* streamed answers: ``a`` is the run's minimum time to first token, ``b`` its minimum time
-  per output token after the first, so queueing (TTFT grows) and sharing (both grow) both show.
+* streamed answers: ``a`` is the lower quartile of unloaded times to first token, ``b`` that
+  of time per output token after the first, so queueing (TTFT grows) and sharing (both grow) both show.
 
 The ratio of a round's samples (median, so one slow answer changes nothing) is the load: 1 is
 an idle server, n/K a sharing one past its capacity.
 
-The algorithm (one decision per **round**: ``clamp(limit, 8, 48)`` samples of requests that
+The algorithm (one decision per **round**: ``clamp(limit, 16, 48)`` samples of requests that
 *started* under the current limit, so a decision never judges the previous limit's answers):
 
 1. **Calibrate**: the first ``calibration_samples`` (6) requests go at concurrency 1, the
    baseline's anchor (Envoy measures its minRTT at a low concurrency the same way). Cost: six
    unloaded latencies, once per run.
-2. **Ramp**: from ``initial`` (8), x2 per round while the ratio stays under ``flat`` (1.1): an
+2. **Ramp**: from ``initial`` (8), x2 per round while the ratio stays under ``flat`` (1.15): an
    idle fast server is reached in log2(256/8) = 5 rounds, not an hour of +1 steps.
 3. **Queueing** (ratio above ``high``, 1.3): the server is past its capacity by that ratio, so
-   K ~ inflight / ratio; the limit goes to ``target`` (1.15) x that estimate, never above 0.9 x
+   K ~ limit / ratio; the limit goes to ``target`` (1.15) x that estimate, never above 0.9 x
    the current limit. Between ``flat`` and ``high`` the limit holds: that is the band.
 4. **Growth after a decrease**: +10% (at least +1) per flat round, the step doubling with each
    consecutive flat round (so a server that gained capacity is found again in a few rounds), and
@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+from collections import deque
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -77,35 +78,31 @@ DEFAULT_MAX_CONCURRENCY = 256
 class Baseline:
     """What an unloaded server takes for an answer of ``tokens`` output tokens: ``a + b x tokens``.
 
-    Fed every successful answer. Plain answers feed the lower envelope, the minimum latency in
-    each power-of-two band of token counts, that the line is fitted through; streamed answers
-    feed the minima of time to first token and of time per token directly. The minima are kept
-    for the whole run, on purpose: once settled, every answer comes from a server working at
-    1.1-1.3x its capacity, so a minimum over a sliding window would drift up to the loaded
-    latency and the controller would read its own queueing as "unloaded" (Vegas and Gradient2
-    need periodic probes for that; here the calibration's answers are the anchor). For the
-    same reason ``AdaptiveConcurrency`` adds only the answers of rounds it judged unloaded
-    (flat): a length band first seen under load would otherwise lift the line.
+    Fed only *unloaded* answers: the calibration's, and those of rounds whose median ratio was
+    at most 1.05. Once settled, every answer comes from a server working at 1.1-1.3x its capacity, so a
+    baseline fed every answer would drift up to the loaded latency and the controller would read
+    its own queueing as "unloaded" (Vegas and Gradient2 need periodic probes for that). Plain
+    answers: per power-of-two band of token counts, the lower quartile of its last ``keep``
+    unloaded answers; the line is fitted through those points. Streamed answers: the lower
+    quartiles of time to first token and of time per token.
     """
 
-    def __init__(self) -> None:
-        self._lowest: dict[int, tuple[int, float]] = {}  # band -> (tokens, latency_s)
-        self._ttft_s: float | None = None
-        self._per_token_s: float | None = None
+    def __init__(self, keep: int = 64) -> None:
+        self._keep = keep
+        self._bands: dict[int, deque[tuple[int, float]]] = {}  # band -> (tokens, latency_s)
+        self._ttft: deque[float] = deque(maxlen=keep)
+        self._per_token: deque[float] = deque(maxlen=keep)
         self._fit: tuple[float, float] | None = None
 
     def add(self, latency_s: float, tokens: int, ttft_s: float | None = None) -> None:
+        self._fit = None
         if ttft_s is not None and tokens >= 2:
-            per_token_s = max(0.0, latency_s - ttft_s) / (tokens - 1)
-            self._ttft_s = ttft_s if self._ttft_s is None else min(self._ttft_s, ttft_s)
-            if self._per_token_s is None or per_token_s < self._per_token_s:
-                self._per_token_s = per_token_s
+            self._ttft.append(ttft_s)
+            self._per_token.append(max(0.0, latency_s - ttft_s) / (tokens - 1))
             return
         tokens = max(0, tokens)
-        band = tokens.bit_length()
-        if band not in self._lowest or latency_s < self._lowest[band][1]:
-            self._lowest[band] = (tokens, latency_s)
-            self._fit = None
+        band = self._bands.setdefault(tokens.bit_length(), deque(maxlen=self._keep))
+        band.append((tokens, latency_s))
 
     def expected_s(self, tokens: int) -> float | None:
         """The unloaded latency for ``tokens`` output tokens, or None before any sample."""
@@ -116,13 +113,26 @@ class Baseline:
 
     def line(self) -> tuple[float | None, float]:
         """``(a_s, b_s_per_token)``; streamed samples win when there are any."""
-        if self._ttft_s is not None and self._per_token_s is not None:
-            return self._ttft_s, self._per_token_s
-        if not self._lowest:
-            return None, 0.0
         if self._fit is None:
-            self._fit = _fit_line(list(self._lowest.values()))
+            if self._ttft:
+                self._fit = _low(list(self._ttft)), _low(list(self._per_token))
+            elif self._bands:
+                self._fit = _fit_line([_low_point(list(band)) for band in self._bands.values()])
+            else:
+                return None, 0.0
         return self._fit
+
+
+def _low(values: list[float]) -> float:
+    """The lower quartile: an unloaded latency, not the luckiest one (a minimum sits 10% under
+    the typical unloaded answer on a noisy machine, and every answer then looks loaded)."""
+    values = sorted(values)
+    return values[(len(values) - 1) // 4]
+
+
+def _low_point(points: list[tuple[int, float]]) -> tuple[int, float]:
+    points = sorted(points, key=lambda point: point[1])
+    return points[(len(points) - 1) // 4]
 
 
 def _fit_line(points: list[tuple[int, float]]) -> tuple[float, float]:
@@ -164,7 +174,7 @@ class AdaptiveConcurrency:
         initial: int = 8,
         floor: int = 1,
         calibration_samples: int = 6,
-        flat: float = 1.1,
+        flat: float = 1.15,
         high: float = 1.3,
         target: float = 1.15,
         rate_hold_rounds: int = 10,
@@ -196,7 +206,7 @@ class AdaptiveConcurrency:
 
     @property
     def round_size(self) -> int:
-        return max(8, min(48, self.limit))
+        return max(16, min(48, self.limit))
 
     def on_sample(
         self,
@@ -249,14 +259,15 @@ class AdaptiveConcurrency:
             self._ramping, self._flat_rounds = False, 0
             self._set(min(limit - 1, limit * factor), self._overload, ratio)
         elif ratio is not None and ratio > self.high:
-            capacity = statistics.median(self._inflight) / ratio
+            capacity = limit / ratio  # n / K = ratio on a sharing server
             self._ramping, self._flat_rounds = False, 0
             # do not climb straight back to where queueing was seen (3 <-> 4 on K = 3)
             self._rate_ceiling, self._rate_hold = max(self.floor, limit - 1), self.rate_hold_rounds
             self._set(min(limit * 0.9, capacity * self.target), "queueing", ratio)
         elif ratio is not None and ratio <= self.flat:
-            for latency_s, tokens, ttft_s in self._samples:  # an unloaded round: a baseline
-                self.baseline.add(latency_s, tokens, ttft_s)
+            if ratio <= 1.05:  # clearly unloaded: a baseline (a 1.1 round would let it creep)
+                for latency_s, tokens, ttft_s in self._samples:
+                    self.baseline.add(latency_s, tokens, ttft_s)
             self._flat_rounds += 1
             if self._ramping:
                 new = limit * 2
