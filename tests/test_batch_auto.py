@@ -119,3 +119,41 @@ def test_cli_bad_values_exit_2(tmp_path, flags):
     done = cli(source, tmp_path / "out.jsonl", *flags, base_url="http://127.0.0.1:9")
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and not (tmp_path / "out.jsonl").exists()
+
+
+def test_auto_against_a_sharing_profile(start_mock_server, tmp_path, api_key):
+    """On the mock's --capacity profile: every request answered, no error, the limit within its
+    floor and ceiling (where it settles is the benchmark's business, not a test's)."""
+    url = start_mock_server(latency=0.02, capacity=4)
+    out = tmp_path / "out.jsonl"
+    summary = asyncio.run(
+        run_batch(
+            _requests(80),
+            out,
+            base_url=url,
+            api_key=api_key,
+            progress=False,
+            concurrency="auto",
+            max_concurrency=32,
+        )
+    )
+    assert summary.succeeded == 80 and summary.failed == 0
+    assert all(1 <= limit <= 32 for _, limit, _ in summary.concurrency_history)
+
+
+def test_auto_against_a_shedding_profile(start_mock_server, tmp_path, api_key):
+    """On --max-running 2 --max-queue 2 (503 beyond): everything still ends answered."""
+    url = start_mock_server(latency=0.02, max_running=2, max_queue=2)
+    out = tmp_path / "out.jsonl"
+    summary = asyncio.run(
+        run_batch(
+            _requests(60),
+            out,
+            base_url=url,
+            api_key=api_key,
+            progress=False,
+            concurrency="auto",
+            max_retries=20,
+        )
+    )
+    assert summary.succeeded == 60

@@ -148,3 +148,12 @@ def test_probe_cli_against_the_mock(start_mock_server, tmp_path) -> None:
     data = json.loads(out.read_text())
     assert data["requests_sent"] <= 40 and plot.stat().st_size > 1000
     assert level_size(1) == 4
+
+
+def test_probe_against_a_small_capacity_profile(start_mock_server) -> None:
+    """The mock's --capacity 2 profile: the probe stays in budget and recommends a level it
+    measured (how close to 2 is the benchmark's figure, not a test's)."""
+    url = start_mock_server(latency=0.02, capacity=2)
+    result = asyncio.run(probe_capacity(url, "k", max_requests=60))
+    assert result.requests_sent <= 60
+    assert result.recommended in {level.concurrency for level in result.levels}
