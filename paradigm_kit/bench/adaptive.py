@@ -36,6 +36,7 @@ import urllib.request
 from typing import Any
 
 from paradigm_kit.batch import run_batch
+from paradigm_kit.bench.stats import spread
 from paradigm_kit.mock import mock_stats, reset_mock, start_mock
 from paradigm_kit.mock.launcher import MockStartError
 from paradigm_kit.timeline import TimelineRecorder
@@ -128,8 +129,8 @@ def _one_run(
         "label": "auto" if concurrency == "auto" else f"fixed {concurrency}",
         "requests": len(requests),
         "succeeded": summary.succeeded,
-        "failed": summary.failed,
-        "wall_s": round(wall_s, 3),
+        "failed_requests": summary.failed,
+        "wall_s": spread([round(wall_s, 3)]),  # the bench's row convention: a spread
         "requests_per_s": round(summary.succeeded / wall_s, 3),
         "p50_s": round(q[49], 4) if q else latencies[0],
         "p99_s": round(q[98], 4) if q else latencies[0],
