@@ -16,6 +16,7 @@ import signal
 import sys
 
 from paradigm_kit.batch import BatchConfigError, estimate_batch, run_batch
+from paradigm_kit.batch.streaming import StreamDeadlines
 from paradigm_kit.retry import RetryPolicy
 from paradigm_kit.settings import DEFAULT_MODEL
 
@@ -23,7 +24,8 @@ EPILOG = """\
 input:  one JSON object per line: {"id": ..., "messages": [...], "model": ..., other fields};
         "id" defaults to the 1-based line number, "model" to --model.
 output: one line per input line, in completion order (--ordered: input order):
-        {"id", "line", "attempts", "latency_s", "response": {...}} or {..., "error": {...}}.
+        {"id", "line", "attempts", "latency_s", "response": {...}} or {..., "error": {...}};
+        streamed: also "ttft_s", "tokens_per_s" (and "usage_estimated", "stream_cuts" flags).
         Running again with the same OUTPUT skips every id already there and does the rest.
 
 environment: PARADIGM_API_KEY (required, never printed), PARADIGM_BASE_URL
@@ -92,9 +94,43 @@ def build_parser() -> argparse.ArgumentParser:
     add("output", help="JSONL file of results (appended to; resumed if it exists)")
     add(
         "--concurrency",
-        type=positive_int,
+        type=_concurrency,
         default=20,
-        help="requests in flight at most (default 20)",
+        help="requests in flight at most, or 'auto' to adapt to the server (default 20)",
+    )
+    add(
+        "--max-concurrency",
+        type=positive_int,
+        default=256,
+        help="with --concurrency auto: never more than this many in flight (default 256)",
+    )
+    # --- streaming (issue 13) ---
+    add(
+        "--stream", action="store_true", help='stream every request (as a line with "stream": true)'
+    )
+    add(
+        "--connect-timeout",
+        type=positive_float,
+        default=10.0,
+        help="streams: seconds to connect (default 10)",
+    )
+    add(
+        "--first-token-timeout",
+        type=positive_float,
+        default=60.0,
+        help="streams: seconds from sending to the first content chunk (default 60)",
+    )
+    add(
+        "--idle-timeout",
+        type=positive_float,
+        default=30.0,
+        help="streams: seconds of silence allowed between two chunks (default 30)",
+    )
+    add(
+        "--stream-timeout",
+        type=positive_float,
+        default=600.0,
+        help="streams: seconds for a whole streamed attempt (default 600)",
     )
     add(
         "--max-retries",
@@ -177,9 +213,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _concurrency(text: str) -> int | str:
+    """``--concurrency``: a whole number >= 1, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number or 'auto', got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1 (or 'auto')")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.max_concurrency < 1:
+        parser.error("--max-concurrency must be >= 1")
+    try:
+        deadlines = StreamDeadlines(
+            connect_s=args.connect_timeout,
+            first_token_s=args.first_token_timeout,
+            idle_s=args.idle_timeout,
+            total_s=args.stream_timeout,
+        )
+    except ValueError as error:
+        parser.error(str(error))
     try:
         policy = RetryPolicy(
             max_retries=args.max_retries,
@@ -207,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.input,
                 args.output,
                 concurrency=args.concurrency,
+                max_concurrency=args.max_concurrency,
+                stream=args.stream,
+                stream_deadlines=deadlines,
                 retry_policy=policy,
                 timeout_s=args.timeout,
                 max_requests_per_minute=args.max_requests_per_minute,

@@ -48,6 +48,14 @@ The design, as a reader should follow it (the package docstring has the user's v
    cancels the in-flight attempts too. Exit code 130 after SIGINT, 143 after SIGTERM. In a
    notebook, interrupting the cell cancels the run; the lines already finished are flushed.
 
+7. **Adaptive concurrency and streams** (kept apart, in ``_slot``/``_tell_controller``/
+   ``_post_stream``): with ``concurrency="auto"`` the pool has ``max_concurrency`` workers and each
+   *attempt* takes a slot of a ``ConcurrencyGate`` whose size the controller (``concurrency``)
+   sets from every answer; the slot is given back before a retry's wait. A streamed request
+   (``stream=True`` or ``"stream": true``) goes through ``streaming.stream_attempt`` instead of the
+   plain POST and comes back as the same ``_Attempt``, so judging, retries and output are shared.
+   A fixed concurrency takes neither path: no gate, the hot path unchanged.
+
 What this does that the OpenAI cookbook's ``api_request_parallel_processor.py`` does not: no
 1 ms polling loop and no fire-and-forget tasks (workers are awaited), 429 read from the status
 rather than the body text, ``Retry-After`` honoured instead of a fixed 15 s pause, a per-attempt
@@ -103,6 +111,7 @@ from .checks import (
     check_paths,
     survey,
 )
+from .concurrency import DEFAULT_MAX_CONCURRENCY, AdaptiveConcurrency, ConcurrencyGate
 from .jsonl import (
     OutputFileError,
     OutputWriter,
@@ -115,6 +124,7 @@ from .jsonl import (
 )
 from .pacing import Pacer, estimate_tokens
 from .preflight import PREFLIGHT_TIMEOUT_S, preflight
+from .streaming import StreamDeadlines, StreamInterrupted, stream_attempt
 
 __all__ = [
     "PREFLIGHT_TIMEOUT_S",
@@ -156,6 +166,9 @@ class BatchSummary:
     stopped_by: int | None = None  # the signal number that stopped the run, if one did
     limits: str = "no rate limit"
     concurrency: int = 0
+    concurrency_auto: str = ""  # --concurrency auto: how the limit moved (empty when fixed)
+    # --concurrency auto: (answers seen, new limit, reason) at each change, for plots and the bench
+    concurrency_history: list[tuple[int, int, str]] = field(default_factory=list)
     error_statuses: Counter = field(default_factory=Counter)  # non-2xx answers by status
 
     @property
@@ -192,7 +205,7 @@ class BatchSummary:
             lines.append(f"cost         {self.cost:.4f} (at the given price per 1k tokens)")
         lines += [
             f"wall time    {self.wall_s:.2f} s, {self.requests_per_s:.1f} requests/s "
-            f"(concurrency {self.concurrency}, {self.limits})",
+            f"(concurrency {self.concurrency}{self.concurrency_auto}, {self.limits})",
             f"output       {self.output_path}"
             + ("  [interrupted: run again to finish]" if self.interrupted else ""),
         ]
@@ -231,6 +244,11 @@ class _Stop:
         self.signal_number: int | None = None
         self.on_force: Callable[[], None] = lambda: None
         self._event = asyncio.Event()
+
+    @property
+    def event(self) -> asyncio.Event:
+        """Set once the run stops: what a stream watches to close at once."""
+        return self._event
 
     def stop(self, signal_number: int | None = None) -> None:
         if self.stopping:
@@ -331,8 +349,15 @@ class _Run:
         stop: _Stop,
         api_key: str,
         unserved: Callable[[str], str | None],
+        gate: ConcurrencyGate | None = None,
+        stream_all: bool = False,
+        deadlines: StreamDeadlines | None = None,
     ) -> None:
         self.session, self.url, self.source, self.writer = session, url, source, writer
+        # adaptive concurrency (the gate) and streaming
+        self.gate, self.stream_all = gate, stream_all
+        self.deadlines = deadlines or StreamDeadlines()
+        self.stream_cuts = 0
         self.pacer, self.policy, self.timeout, self.recorder = pacer, policy, timeout, recorder
         self.summary, self.progress, self.stop = summary, progress, stop
         self.unserved = unserved  # model -> why it cannot be sent, or None
@@ -368,16 +393,24 @@ class _Run:
         pacer, recorder = self.pacer, self.recorder
         t_queued = t_first_sent = self.t0
         attempt_number = 0
+        streamed = self.stream_all or body.get("stream") is True
+        extra: dict = {}  # streaming's fields for the output line
         while True:
             attempt_number += 1
-            tokens_taken = await pacer.admit(body)
-            if tokens_taken is None:
-                raise _Stopping
-            t_started = time.monotonic()
-            if attempt_number == 1:
-                t_first_sent = t_started
-            attempt = await self._post(payload, headers)
-            t_end = time.monotonic()
+            async with self._slot() as (inflight, epoch):
+                tokens_taken = await pacer.admit(body)
+                if tokens_taken is None:
+                    raise _Stopping
+                t_started = time.monotonic()
+                if attempt_number == 1:
+                    t_first_sent = t_started
+                if streamed:
+                    attempt = await self._post_stream(body, headers, extra)
+                else:
+                    attempt = await self._post(payload, headers)
+                t_end = time.monotonic()
+                if self.gate is not None:
+                    self._tell_controller(attempt, t_end - t_started, inflight, epoch, extra)
             if attempt.headers is not None and pacer.learning:
                 pacer.learn(attempt.headers)
             verdict = self._judge(attempt, attempt_number)
@@ -398,7 +431,7 @@ class _Run:
                 response = verdict.response
                 usage = response.get("usage") if isinstance(response, dict) else None
                 self._write_ok(
-                    request_id, line_number, attempt_number, latency_s, attempt.body, usage
+                    request_id, line_number, attempt_number, latency_s, attempt.body, usage, extra
                 )
                 if tokens_taken:
                     pacer.settle(tokens_taken, usage, body.get("max_tokens"))
@@ -411,6 +444,58 @@ class _Run:
             if not await self.stop.sleep(verdict.wait_s):
                 raise _Stopping
             t_queued = time.monotonic()
+
+    # --- the slot of an attempt, the controller's samples, a streamed attempt ---------------
+
+    def _slot(self) -> Any:
+        """The gate's slot for one attempt (released before a retry's wait), or no gate."""
+        return self.gate.slot() if self.gate is not None else _NO_SLOT
+
+    def _tell_controller(
+        self, attempt: _Attempt, attempt_s: float, inflight: int, epoch: int, extra: dict
+    ) -> None:
+        controller = self.gate.controller
+        status, failure = attempt.status, attempt.failure
+        if status == 200:
+            tokens = extra.pop("_completion_tokens", None)
+            if tokens is None:
+                tokens = _completion_tokens(attempt.body)
+            controller.on_sample(
+                attempt_s, tokens, inflight=inflight, epoch=epoch, ttft_s=extra.get("ttft_s")
+            )
+        elif status == 503:
+            controller.on_overload("queue_full", epoch=epoch)
+        elif status == 429:
+            controller.on_overload("rate_limited", epoch=epoch)
+        elif failure is not None and failure.get("type") == "timeout":
+            controller.on_overload("timeout", epoch=epoch)
+        if self.progress is not None and controller.limit != self.summary.concurrency:
+            self.summary.concurrency = controller.limit
+            self._show_counts()
+
+    async def _post_stream(self, body: dict, headers: dict, extra: dict) -> _Attempt:
+        """One streamed attempt, as an ``_Attempt``; ``extra`` gets the line's stream fields."""
+        try:
+            result = await stream_attempt(
+                self.session, self.url, body, headers, self.deadlines, stop=self.stop.event
+            )
+        except StreamInterrupted:
+            raise _Stopping from None
+        if result.status == 200:
+            extra["ttft_s"] = result.ttft_s
+            extra["tokens_per_s"] = result.tokens_per_s
+            extra["_completion_tokens"] = result.response["usage"].get("completion_tokens", 0)
+            if result.usage_estimated:
+                extra["usage_estimated"] = True
+            if result.stream_options_refused:
+                extra["stream_options_refused"] = True
+        elif result.failure is not None and result.failure["type"] == "stream_cut":
+            # a re-sent request starts generation again, and may be billed again
+            extra["stream_cuts"] = extra.get("stream_cuts", 0) + 1
+            self.stream_cuts += 1
+        return _Attempt(
+            result.status, result.headers, result.body, result.t_first_byte, result.failure
+        )
 
     async def _post(self, payload: bytes, headers: dict) -> _Attempt:
         """One attempt; a timeout or a dropped connection gives an ``_Attempt`` without status."""
@@ -493,6 +578,7 @@ class _Run:
         latency_s: float,
         raw: bytes,
         usage: Any,
+        extra: dict | None = None,
     ) -> None:
         summary = self.summary
         summary.requests += 1
@@ -507,9 +593,17 @@ class _Run:
             if b"\n" in raw or b"\r" in raw:
                 raw = json.dumps(json.loads(raw)).encode()
         # the response's bytes as they came (json.loads has checked them): no re-serialisation
+        stream_fields = _stream_fields(extra) if extra else b""
         self.writer.write(
-            b'{"id": %s, "line": %d, "attempts": %d, "latency_s": %.3f, "response": %s}\n'
-            % (json.dumps(request_id).encode(), line_number, attempts, latency_s, self._mask(raw))
+            b'{"id": %s, "line": %d, "attempts": %d, "latency_s": %.3f%s, "response": %s}\n'
+            % (
+                json.dumps(request_id).encode(),
+                line_number,
+                attempts,
+                latency_s,
+                stream_fields,
+                self._mask(raw),
+            )
         )
 
     def _write_failed(
@@ -530,10 +624,38 @@ class _Run:
 
     def _show_counts(self) -> None:
         summary = self.summary
+        current = f" concurrency={summary.concurrency}" if self.gate is not None else ""
         self.progress.set_postfix_str(
-            f"failed={summary.failed} retries={summary.retried} 429s={summary.rate_limited}",
+            f"failed={summary.failed} retries={summary.retried} 429s={summary.rate_limited}"
+            + current,
             refresh=False,
         )
+
+
+_NO_SLOT = contextlib.nullcontext((0, 0))
+
+
+def _completion_tokens(raw: bytes) -> int:
+    """``usage.completion_tokens`` of a plain answer (0 when absent): the controller's length."""
+    try:
+        usage = json.loads(raw).get("usage") or {}
+        return int(usage.get("completion_tokens") or 0)
+    except (ValueError, AttributeError, TypeError):
+        return 0
+
+
+def _stream_fields(extra: dict) -> bytes:
+    """``, "ttft_s": ..., "tokens_per_s": ...`` and the stream's flags, for the output line."""
+    fields = []
+    for key in ("ttft_s", "tokens_per_s"):
+        if extra.get(key) is not None:
+            fields.append(b', "%s": %.3f' % (key.encode(), extra[key]))
+    for key in ("usage_estimated", "stream_options_refused"):
+        if extra.get(key):
+            fields.append(b', "%s": true' % key.encode())
+    if extra.get("stream_cuts"):
+        fields.append(b', "stream_cuts": %d' % extra["stream_cuts"])
+    return b"".join(fields)
 
 
 def idempotency_key(request_id: Any, payload: bytes) -> str:
@@ -654,7 +776,7 @@ async def run_batch(
     *,
     base_url: str | None = None,
     api_key: str | None = None,
-    concurrency: int = 20,
+    concurrency: int | str = 20,
     max_retries: int = 6,
     retry_policy: RetryPolicy | None = None,
     timeout_s: float = 60.0,
@@ -670,6 +792,9 @@ async def run_batch(
     check_first: bool = True,
     handle_signals: bool = False,
     overwrite: bool = False,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    stream: bool = False,
+    stream_deadlines: StreamDeadlines | None = None,
 ) -> BatchSummary:
     """Send every request of ``requests`` (a JSONL path, or an iterable of request dicts) and
     append one line per request to ``output_path``; return a ``BatchSummary``.
@@ -683,7 +808,13 @@ async def run_batch(
     ``handle_signals`` (the CLI) makes SIGINT/SIGTERM stop the run gracefully. ``overwrite``
     empties an existing output that holds something else. Raises ``BatchConfigError`` before
     sending or writing anything if the configuration cannot work.
+
+    ``concurrency="auto"`` adapts the requests in flight to the server (``batch.concurrency``),
+    up to ``max_concurrency``. ``stream=True`` streams every request (a line with
+    ``"stream": true`` is streamed anyway), under ``stream_deadlines`` (``batch.streaming``).
     """
+    controller = _controller(concurrency, max_concurrency)
+    concurrency = controller.limit if controller is not None else concurrency
     settings = _check_settings(
         base_url,
         api_key,
@@ -726,7 +857,8 @@ async def run_batch(
     if attendee := attendee_name():  # PARADIGM_ATTENDEE: this run's name in the room view
         headers[ATTENDEE_HEADER] = attendee
     proxy, proxy_auth = proxy_from_env(base_url)
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    workers = controller.ceiling if controller is not None else concurrency
+    connector = aiohttp.TCPConnector(limit=workers)
     with stop.handling_signals(handle_signals):
         async with aiohttp.ClientSession(
             headers=headers, connector=connector, proxy=proxy, proxy_auth=proxy_auth
@@ -770,6 +902,10 @@ async def run_batch(
                 progress=progress,
                 stop=stop,
                 unserved=unserved,
+                workers=workers,
+                controller=controller,
+                stream=stream,
+                stream_deadlines=stream_deadlines,
             )
     if retry_failed:
         merge_retried(output_path)
@@ -798,6 +934,10 @@ async def _run(
     progress: bool,
     stop: _Stop,
     unserved: Callable[[Any], str | None],
+    workers: int,
+    controller: AdaptiveConcurrency | None,
+    stream: bool,
+    stream_deadlines: StreamDeadlines | None,
 ) -> None:
     """The workers' part: open the writer, timeline and progress bar, run, close them all."""
     recorder = (
@@ -832,18 +972,49 @@ async def _run(
         stop=stop,
         api_key=api_key,
         unserved=unserved,
+        gate=ConcurrencyGate(controller) if controller is not None else None,
+        stream_all=stream,
+        deadlines=stream_deadlines,
     )
     t_start = time.monotonic()
     try:
-        await _run_workers(run, summary.concurrency)
+        await _run_workers(run, workers)
     finally:
         summary.wall_s = time.monotonic() - t_start
+        if controller is not None:
+            summary.concurrency = controller.limit
+            summary.concurrency_auto = _describe_auto(controller, run.gate)
+            summary.concurrency_history = [
+                (step.samples_seen, step.limit, step.reason) for step in controller.history
+            ]
         summary.interrupted, summary.stopped_by = stop.stopping, stop.signal_number
         writer.close()
         if recorder is not None and recorder is not timeline:
             recorder.close()
         if bar is not None:
             bar.close()
+
+
+def _controller(concurrency: int | str, max_concurrency: int) -> AdaptiveConcurrency | None:
+    """The controller for ``concurrency="auto"``, None for a fixed number; bad values refused."""
+    if (
+        isinstance(max_concurrency, bool)
+        or not isinstance(max_concurrency, int)
+        or max_concurrency < 1
+    ):
+        raise BatchConfigError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
+    if concurrency == "auto":
+        return AdaptiveConcurrency(max_concurrency=max_concurrency)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise BatchConfigError(f"concurrency must be >= 1 or 'auto', got {concurrency!r}")
+    return None
+
+
+def _describe_auto(controller: AdaptiveConcurrency, gate: ConcurrencyGate | None) -> str:
+    """`` at the end, auto: peak 24 in flight, 7 changes``, for the summary line."""
+    changes = len(controller.history) - 1
+    peak = gate.peak_inflight if gate is not None else controller.limit
+    return f" at the end, auto: peak {peak} in flight, {changes} changes"
 
 
 async def _run_workers(run: _Run, concurrency: int) -> None:

@@ -16,6 +16,8 @@ import math
 import os
 from collections.abc import Callable
 
+from paradigm_kit.bench.adaptive import plot_adaptive
+
 __all__ = ["PLOT_FILES", "write_plots"]
 
 PLOT_FILES = {
@@ -26,6 +28,7 @@ PLOT_FILES = {
     "memory": "memory.png",
     "rate_limit": "rate_limit.png",
     "threads_vs_asyncio": "threads_vs_asyncio.png",
+    "adaptive": "adaptive.png",
 }
 MEASURED = "#1f77b4"
 REFERENCE = "#7f7f7f"
@@ -241,6 +244,7 @@ PLOTTERS: dict[str, Callable] = {
     "memory": _plot_memory,
     "rate_limit": _plot_rate_limit,
     "threads_vs_asyncio": _plot_threads,
+    "adaptive": plot_adaptive,  # issue 13, in bench/adaptive.py
 }
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from paradigm_kit.bench.adaptive import COLUMNS as ADAPTIVE_COLUMNS
+
 __all__ = ["evaluate_targets", "format_tables", "format_targets", "median_with_range"]
 
 
@@ -246,6 +248,7 @@ COLUMNS: dict[str, list[Column]] = {
         ("CPU s (process)", _fig("process_cpu_s", "{:.2f}")),
         ("p90 ms", _ms("p90_s")),
     ],
+    "adaptive": ADAPTIVE_COLUMNS,  # issue 13, in bench/adaptive.py
 }
 
 
