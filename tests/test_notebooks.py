@@ -59,7 +59,8 @@ PAPERMILL_PARAMETERS = {
         "CONCURRENCY_BOUNDS": [1, 5, 20],
     },
     "04_jupyter_and_the_event_loop.ipynb": {"N_REQUESTS": 3},
-    "05_production_batches.ipynb": {
+    "05_production_batches.ipynb": {"N_REQUESTS": 30},
+    "05b_jsonl_resume_run_batch.ipynb": {
         "N_REQUESTS": 30,
         "TIMELINE_REQUESTS": 20,
         "API_BATCH_SIZE": 5,
