@@ -43,8 +43,9 @@ notebooks: venv
 doctor: venv
 	$(BIN)/python -m paradigm_kit.doctor
 
+## JupyterLab on the notebooks; as root (containers, cloud notebooks) it needs --allow-root.
 lab: venv
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
 
 mock: venv
 	$(BIN)/python scripts/mock_paradigm.py --port 8765

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Pythons attendees bring: run the package's tests and the notebooks (nbval) on each extra
+# The Pythons attendees bring: run the package's tests and the lessons (nbval) on each extra
 # Python found under pyenv, in a venv of its own (.venv-3.X), in the background while the main
 # suite runs:   tests/other_pythons.sh MAIN-COMMAND...   (what `make test` does)
 # Exit status: the main command's, or 1 if a run on another Python failed.
@@ -22,10 +22,11 @@ run_one() {  # build (or reuse) the venv, then run the tests; everything goes to
       "$venv/bin/python" -m pip install -q -r requirements.txt &&
       touch "$venv/.installed" || return 3
   fi
-  # Everything but the browser test, the benchmark and the papermill runs (nbval already executes
-  # every notebook top to bottom on this Python).
+  # The package's tests and the lessons under nbval: not the browser test, the benchmark, the
+  # papermill runs or the solution notebooks (the main Python runs those; what differs between
+  # Pythons is asyncio and the kernel, which the lessons exercise top to bottom).
   "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not browser" \
-    -k "not papermill and not test_bench" tests/
+    -k "not papermill and not test_bench and not solutions" tests/
 }
 
 [ $# -ge 1 ] || { echo "usage: $0 MAIN-COMMAND..." >&2; exit 2; }

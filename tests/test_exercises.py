@@ -107,6 +107,12 @@ def test_exercises_first_call_without_requests_is_not_solved(capsys):
     assert "not solved yet: no request of this attempt reached the mock" in capsys.readouterr().out
 
 
+def test_exercises_not_started_hint_is_specific_to_the_exercise():
+    """An empty attempt's hint names that exercise's first step (1.B: with_key=False)."""
+    assert "with_key=False" in check_401_reported(exercise("01-401"), None, None).message
+    assert "Semaphore(5)" in check_bounded(exercise("02-bound"), None).message
+
+
 def test_exercises_401_reported_with_status_and_server_message():
     """check_401_reported: the status and the error's message pass; the raw body does not."""
     ex = exercise("01-401")

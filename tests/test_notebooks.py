@@ -39,7 +39,7 @@ from tools.notebooks import (
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
-# On 3.10 notebook 02's TaskGroup cells say "needs 3.11+" instead of their 3.11 results.
+# On 3.10 notebook 02b's TaskGroup and asyncio.timeout cells say "needs 3.11+" instead of their 3.11 results.
 SANITIZE_PY310 = ROOT / "tests" / "nbval_sanitize_py310.cfg"
 RUN_TIMEOUT_S = 300
 
@@ -47,7 +47,17 @@ RUN_TIMEOUT_S = 300
 # A notebook not listed runs with its own defaults.
 PAPERMILL_PARAMETERS = {
     "01_session_setup.ipynb": {"N_SESSION_CALLS": 10},
-    "02_asyncio_gather.ipynb": {"BATCH_SIZE": 8, "MAX_CONCURRENCY": 4, "N_BOUND_REQUESTS": 40},
+    "02_asyncio_gather.ipynb": {
+        "BATCH_SIZE": 8,
+        "N_LOSE_REQUESTS": 4,
+        "N_SCALE_REQUESTS": 200,
+        "N_SEQUENTIAL_REQUESTS": 50,
+    },
+    "02b_bounds_timeouts_taskgroup.ipynb": {
+        "BATCH_SIZE": 8,
+        "MAX_CONCURRENCY": 4,
+        "N_BOUND_REQUESTS": 40,
+    },
     "03_the_speed_test.ipynb": {
         "N_REQUESTS": 10,
         "SWEEP_SIZES": [1, 5, 10, 20],
@@ -55,7 +65,8 @@ PAPERMILL_PARAMETERS = {
         "CONCURRENCY_BOUNDS": [1, 5, 20],
     },
     "04_jupyter_and_the_event_loop.ipynb": {"N_REQUESTS": 3},
-    "05_production_batches.ipynb": {
+    "05_production_batches.ipynb": {"N_REQUESTS": 30},
+    "05b_jsonl_resume_run_batch.ipynb": {
         "N_REQUESTS": 30,
         "TIMELINE_REQUESTS": 20,
         "API_BATCH_SIZE": 5,

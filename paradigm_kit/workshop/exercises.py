@@ -294,6 +294,26 @@ def _ok_count(attempts: list[Attempt]) -> int:
     return sum(a.status == 200 for a in attempts)
 
 
+#: What to write first, per exercise, when none of its requests reached the mock yet (a hint that
+#: names the exercise's own first step; the generic one covers exercises not listed).
+NOT_STARTED_HINTS = {
+    "01-first-call": "send ex.payload('Alice') as JSON to ex.chat_url, with headers=ex.headers()",
+    "01-401": "send ex.payload('Alice') to ex.chat_url with headers=ex.headers(with_key=False)",
+    "02-in-order": "gather the 20 requests of ex.payloads() to ex.chat_url, headers=ex.headers()",
+    "02-one-failure": (
+        "gather all 20 of ex.payloads() with return_exceptions=True, headers=ex.headers()"
+    ),
+    "02-bound": "send the 20 of ex.payloads() behind one asyncio.Semaphore(5), headers=ex.headers()",
+    "04-await": "await the coroutine at the top of the cell; it sends to ex.chat_url",
+    "04-subprocess": "run the script with subprocess.run([sys.executable, ...], env=ex.env())",
+    "05-workers": "start 4 workers sharing one iterator of (index, payload) pairs (5.2)",
+    "05-retry-after": "send the 20 of ex.payloads(), retrying each 429 after its Retry-After",
+}
+NOT_STARTED_DEFAULT = (
+    "write your attempt in the cell, sending to ex.chat_url with headers=ex.headers()"
+)
+
+
 def _judge(ex: Exercise, verdict: Callable[[list[Attempt]], tuple[bool, str]]) -> CheckResult:
     """Read the log, let ``verdict`` decide, print the verdict; never raise for a wrong attempt."""
     if not isinstance(ex, Exercise):
@@ -314,8 +334,8 @@ def _judge(ex: Exercise, verdict: Callable[[list[Attempt]], tuple[bool, str]]) -
         return _report(
             ex.name,
             False,
-            "no request of this attempt reached the mock: write your attempt in the cell, "
-            "sending to ex.chat_url with headers=ex.headers()",
+            "no request of this attempt reached the mock: "
+            + NOT_STARTED_HINTS.get(ex.name, NOT_STARTED_DEFAULT),
         )
     try:
         solved, message = verdict(attempts)
