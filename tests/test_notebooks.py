@@ -37,7 +37,10 @@ from tools.notebooks import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# The lessons, then their solutions (notebooks/solutions/, apart so that JupyterLab shows them apart)
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted(
+    (ROOT / "notebooks" / "solutions").glob("*.ipynb")
+)
 SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
 # On 3.10 notebook 02b's TaskGroup and asyncio.timeout cells say "needs 3.11+" instead of their 3.11 results.
 SANITIZE_PY310 = ROOT / "tests" / "nbval_sanitize_py310.cfg"
@@ -65,6 +68,8 @@ PAPERMILL_PARAMETERS = {
         "CONCURRENCY_BOUNDS": [1, 5, 20],
     },
     "04_jupyter_and_the_event_loop.ipynb": {"N_REQUESTS": 3},
+    "10_tokens_and_cost.ipynb": {"N_COST_REQUESTS": 10, "MAX_PAID_REQUESTS": 20},
+    "11_the_official_sdk.ipynb": {"N_REQUESTS": 8, "N_CPU_REQUESTS": 30, "MAX_PAID_REQUESTS": 10},
     "05_production_batches.ipynb": {"N_REQUESTS": 30},
     "05b_jsonl_resume_run_batch.ipynb": {
         "N_REQUESTS": 30,
@@ -138,7 +143,7 @@ def test_notebooks_nbval_reproduces_stored_outputs_without_key(notebook: Path, t
         "no:cacheprovider",
         "--nbval-sanitize-with",
         SANITIZE.name,
-        f"notebooks/{notebook.name}",
+        notebook.relative_to(ROOT).as_posix(),
     ]
     result = run(command, cwd=scratch, env=run_environment())
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
@@ -160,13 +165,13 @@ def test_notebooks_papermill_runs_with_a_key_and_small_parameters(notebook: Path
             notebook.name,
             str(executed),
             "--cwd",
-            ".",
+            ".",  # the notebook's own folder, as JupyterLab runs it
             "-k",
             "python3",
             "-y",
             json.dumps(parameters),
         ]
-        result = run(command, cwd=scratch / "notebooks", env=env)
+        result = run(command, cwd=scratch / notebook.parent.relative_to(ROOT), env=env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
     outputs = json.dumps(
         [cell.get("outputs", []) for cell in json.loads(executed.read_text())["cells"]]

@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             print(problem or f"{line}: the cell equals its script")
         return 1 if any(problems) else 0
     print(f"synced {sync_writefile_cell().relative_to(ROOT)} from {SCRIPT.relative_to(ROOT)}")
-    for path in [p.resolve() for p in args.notebooks] or sorted(NOTEBOOKS_DIR.glob("*.ipynb")):
+    every = sorted(NOTEBOOKS_DIR.glob("*.ipynb")) + sorted(NOTEBOOKS_DIR.glob("solutions/*.ipynb"))
+    for path in [p.resolve() for p in args.notebooks] or every:
         print(f"executing {path.relative_to(ROOT)} ...", flush=True)
         execute_in_place(path)
     return 0
