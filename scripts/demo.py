@@ -69,7 +69,7 @@ def main(args: list[str]) -> int:
         running_mock,  # imported here: the real-API path never needs the mock
     )
 
-    with running_mock(latency=MOCK_LATENCY_S) as base_url:
+    with running_mock(latency_s=MOCK_LATENCY_S) as base_url:
         print(
             f"PARADIGM_API_KEY is not set: running against the bundled mock "
             f"({MOCK_LATENCY_S} s per request).",

@@ -76,14 +76,14 @@ def api_key() -> str:
 @pytest.fixture(scope="session")
 def mock_url() -> Iterator[str]:
     """One zero-latency mock shared by the session (isolate by run id, not by counters)."""
-    with running_mock(latency=0.0) as base_url:
+    with running_mock(latency_s=0.0) as base_url:
         yield base_url
 
 
 @pytest.fixture
 def fresh_mock_url() -> Iterator[str]:
     """A zero-latency mock for this test only."""
-    with running_mock(latency=0.0) as base_url:
+    with running_mock(latency_s=0.0) as base_url:
         yield base_url
 
 
@@ -93,7 +93,7 @@ def start_mock_server() -> Iterator[Callable[..., str]]:
     handles = []
 
     def start(**flags: object) -> str:
-        flags.setdefault("latency", 0.0)
+        flags.setdefault("latency_s", 0.0)
         handle = start_mock(**flags)
         handles.append(handle)
         return handle.base_url

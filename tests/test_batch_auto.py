@@ -22,7 +22,7 @@ def _requests(n: int) -> list[dict]:
 def test_auto_sends_everything_and_reports_its_concurrency(start_mock_server, tmp_path, api_key):
     """``concurrency="auto"``: every request answered once, the limit's history in the summary,
     never above max_concurrency in flight (the mock's own peak)."""
-    url = start_mock_server(latency=0.01)
+    url = start_mock_server(latency_s=0.01)
     out = tmp_path / "out.jsonl"
     summary = asyncio.run(
         run_batch(
@@ -46,7 +46,7 @@ def test_auto_sends_everything_and_reports_its_concurrency(start_mock_server, tm
 
 def test_auto_streamed_lines_carry_ttft(start_mock_server, tmp_path, api_key):
     """auto and stream together: streamed lines with ttft_s and tokens_per_s."""
-    url = start_mock_server(latency=0.01)
+    url = start_mock_server(latency_s=0.01)
     out = tmp_path / "out.jsonl"
     summary = asyncio.run(
         run_batch(
@@ -87,7 +87,7 @@ def test_run_batch_bad_concurrency_is_refused(tmp_path, kwargs, message):
 
 def test_cli_auto_and_stream(start_mock_server, tmp_path):
     """``--concurrency auto --stream`` runs; the summary shows the current concurrency."""
-    url = start_mock_server(latency=0.01)
+    url = start_mock_server(latency_s=0.01)
     source = write_input(tmp_path / "in.jsonl", 20)
     done = cli(
         source,
@@ -124,7 +124,7 @@ def test_cli_bad_values_exit_2(tmp_path, flags):
 def test_auto_against_a_sharing_profile(start_mock_server, tmp_path, api_key):
     """On the mock's --capacity profile: every request answered, no error, the limit within its
     floor and ceiling (where it settles is the benchmark's business, not a test's)."""
-    url = start_mock_server(latency=0.02, capacity=4)
+    url = start_mock_server(latency_s=0.02, capacity=4)
     out = tmp_path / "out.jsonl"
     summary = asyncio.run(
         run_batch(
@@ -143,7 +143,7 @@ def test_auto_against_a_sharing_profile(start_mock_server, tmp_path, api_key):
 
 def test_auto_against_a_shedding_profile(start_mock_server, tmp_path, api_key):
     """On --max-running 2 --max-queue 2 (503 beyond): everything still ends answered."""
-    url = start_mock_server(latency=0.02, max_running=2, max_queue=2)
+    url = start_mock_server(latency_s=0.02, max_running=2, max_queue=2)
     out = tmp_path / "out.jsonl"
     summary = asyncio.run(
         run_batch(

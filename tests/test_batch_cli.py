@@ -168,7 +168,7 @@ def wait_for_lines(output: Path, at_least: int, timeout_s: float = 60) -> None:
 
 def test_cli_resume_after_kill_9_finishes_without_duplicates(start_mock_server, tmp_path):
     """kill -9 mid-run, rerun: every id once, no corrupt line, no finished request sent again."""
-    base_url = start_mock_server(latency=0.05)
+    base_url = start_mock_server(latency_s=0.05)
     source, output = write_input(tmp_path / "in.jsonl", 600), tmp_path / "out.jsonl"
     runner = start_runner(source, output, base_url)
     wait_for_lines(output, 100)
@@ -192,7 +192,7 @@ def test_cli_resume_after_kill_9_finishes_without_duplicates(start_mock_server, 
 
 def test_cli_sigint_stops_gracefully_with_130(start_mock_server, tmp_path):
     """SIGINT: in-flight requests finish and are written, exit 130; a rerun completes the rest."""
-    base_url = start_mock_server(latency=0.1)
+    base_url = start_mock_server(latency_s=0.1)
     source, output = write_input(tmp_path / "in.jsonl", 400), tmp_path / "out.jsonl"
     runner = start_runner(source, output, base_url)
     wait_for_lines(output, 40)

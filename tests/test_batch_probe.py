@@ -138,7 +138,7 @@ def test_probe_cli_bad_input_is_one_line_exit_2(args, base_url, key, message) ->
 
 def test_probe_cli_against_the_mock(start_mock_server, tmp_path) -> None:
     """Against a local mock: plan first, a table, JSON and plot written, the last line."""
-    url = start_mock_server(latency=0.05)
+    url = start_mock_server(latency_s=0.05)
     out, plot = tmp_path / "probe.json", tmp_path / "probe.png"
     done = _cli("--max-requests", "40", "--json", str(out), "--plot", str(plot), base_url=url)
     assert done.returncode == 0, done.stderr
@@ -153,7 +153,7 @@ def test_probe_cli_against_the_mock(start_mock_server, tmp_path) -> None:
 def test_probe_against_a_small_capacity_profile(start_mock_server) -> None:
     """The mock's --capacity 2 profile: the probe stays in budget and recommends a level it
     measured (how close to 2 is the benchmark's figure, not a test's)."""
-    url = start_mock_server(latency=0.02, capacity=2)
+    url = start_mock_server(latency_s=0.02, capacity=2)
     result = asyncio.run(probe_capacity(url, "k", max_requests=60))
     assert result.requests_sent <= 60
     assert result.recommended in {level.concurrency for level in result.levels}

@@ -500,7 +500,7 @@ def test_a_signal_with_requests_in_flight_keeps_every_written_line_whole(
 ):
     """Stopped mid-run: the exit code names the signal, every line is a whole record, and the
     rerun finishes the rest with each id once."""
-    base_url = start_mock_server(latency=0.5)
+    base_url = start_mock_server(latency_s=0.5)
     source, output = write_input(tmp_path / "in.jsonl", 40), tmp_path / "out.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARADIGM_")}
     env.update(PARADIGM_BASE_URL=base_url, PARADIGM_API_KEY=KEY)

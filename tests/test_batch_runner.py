@@ -54,7 +54,7 @@ def key_of(request: dict) -> str:
 def test_run_batch_under_faults_every_request_succeeds_exactly_once(start_mock_server, tmp_path):
     """20% injected 429/500/503 and dropped connections: one success line per id, and the
     mock's attempt count of each request equals the output's attempts."""
-    base_url = start_mock_server(error_rate=0.15, drop_rate=0.05, retry_after=0.05, seed=7)
+    base_url = start_mock_server(error_rate=0.15, drop_rate=0.05, retry_after_s=0.05, seed=7)
     requests = make_requests(300)
     output = tmp_path / "out.jsonl"
     summary = run(requests, output, base_url, concurrency=30, max_retries=9)
@@ -157,7 +157,9 @@ def test_preflight_learns_limits_from_the_models_answer():
 
 def test_run_batch_honours_retry_after(start_mock_server, tmp_path):
     """Injected 429/503 with Retry-After: the mock's report card finds no early retry."""
-    base_url = start_mock_server(error_rate=0.3, error_statuses="429,503", retry_after=0.3, seed=3)
+    base_url = start_mock_server(
+        error_rate=0.3, error_statuses="429,503", retry_after_s=0.3, seed=3
+    )
     summary = run(
         make_requests(40), tmp_path / "out.jsonl", base_url, concurrency=10, max_retries=9
     )
@@ -193,7 +195,7 @@ def test_run_batch_timeout_starts_when_the_request_has_its_slot(start_mock_serve
     Were the clock started at submission, the 11th request would have waited at least 10 x 0.1 s
     (the mock's latency, a floor whatever the machine's load) and timed out; a request in flight
     has 0.9 s of slack, which no load on a test machine eats."""
-    base_url = start_mock_server(latency=0.1)
+    base_url = start_mock_server(latency_s=0.1)
     summary = run(
         make_requests(20),
         tmp_path / "out.jsonl",
@@ -208,7 +210,7 @@ def test_run_batch_timeout_starts_when_the_request_has_its_slot(start_mock_serve
 
 def test_run_batch_fails_a_request_whose_retry_after_is_over_the_cap(start_mock_server, tmp_path):
     """A Retry-After beyond max_retry_after_s fails the request with that reason, at once."""
-    base_url = start_mock_server(error_rate=1.0, error_statuses="503", retry_after=30)
+    base_url = start_mock_server(error_rate=1.0, error_statuses="503", retry_after_s=30)
     policy = RetryPolicy(max_retry_after_s=5)
     run(make_requests(2), tmp_path / "out.jsonl", base_url, retry_policy=policy)
     records = read_output(tmp_path / "out.jsonl")
@@ -294,7 +296,7 @@ def test_run_batch_ordered_output_follows_the_input(fresh_mock_url, tmp_path):
 
 def test_run_batch_records_a_timeline_of_every_attempt(start_mock_server, tmp_path):
     """One record per attempt, times ordered, outcomes matching the output."""
-    base_url = start_mock_server(latency=0.02, error_rate=0.3, error_statuses="500", seed=5)
+    base_url = start_mock_server(latency_s=0.02, error_rate=0.3, error_statuses="500", seed=5)
     recorder = TimelineRecorder()
     summary = run(
         make_requests(20),

@@ -78,7 +78,7 @@ def test_measure_client_refuses_a_remote_url():
 )
 def test_measure_in_subprocess_reports_threads_and_holds_the_bound(client, expected_peak_threads):
     """Every request succeeds, the mock never sees more than the bound, threads are counted."""
-    with running_mock(latency=0.2) as base_url:
+    with running_mock(latency_s=0.2) as base_url:
         figures = measure_in_subprocess(client, base_url, n_requests=12, max_in_flight=4)
         peak_concurrency = mock_stats(base_url)["peak_concurrency"]
     assert figures["ok"] == 12

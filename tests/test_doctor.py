@@ -37,7 +37,7 @@ SECRET = "sk-doctor-test-secret-4242"
 @pytest.fixture(scope="module")
 def keyed_mock():
     """A mock that accepts only SECRET."""
-    with running_mock(latency=0.0, api_key=SECRET) as base_url:
+    with running_mock(latency_s=0.0, api_key=SECRET) as base_url:
         yield base_url
 
 

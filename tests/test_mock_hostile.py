@@ -24,7 +24,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture(scope="module")
 def base_url():
-    with running_mock(latency=0.0, quota_requests=None) as url:
+    with running_mock(latency_s=0.0, quota_requests=None) as url:
         yield url
 
 
@@ -210,7 +210,7 @@ def test_embeddings_inputs_are_capped_with_a_400(base_url, http):
 
 
 def test_quota_per_key_then_insufficient_quota(http):
-    with running_mock(latency=0.0, quota_requests=2) as url:
+    with running_mock(latency_s=0.0, quota_requests=2) as url:
         statuses = [post(http, url, message()).status_code for _ in range(3)]
         refused = post(http, url, message())
         other_key = http.post(
@@ -234,7 +234,7 @@ def test_the_runner_records_insufficient_quota_at_once(tmp_path):
         {"id": i, "max_tokens": 5, "messages": [{"role": "user", "content": f"hi {i}"}]}
         for i in range(5)
     ]
-    with running_mock(latency=0.0, quota_requests=2) as url:
+    with running_mock(latency_s=0.0, quota_requests=2) as url:
         summary = asyncio.run(
             run_batch(
                 requests_,
@@ -251,7 +251,7 @@ def test_the_runner_records_insufficient_quota_at_once(tmp_path):
 
 
 def test_runs_are_bounded_the_oldest_forgotten(http):
-    with running_mock(latency=0.0, max_runs=3) as url:
+    with running_mock(latency_s=0.0, max_runs=3) as url:
         for run in ("a", "b", "c", "d"):
             http.post(
                 url + "/chat/completions",
@@ -267,7 +267,7 @@ def test_runs_are_bounded_the_oldest_forgotten(http):
 def test_an_idle_keep_alive_connection_is_closed_by_the_mock():
     """With --keepalive-timeout, an idle connection is closed by the server (recv sees EOF);
     the bound of the wait is only there to fail instead of hanging."""
-    with running_mock(latency=0.0, keepalive_timeout_s=0.2) as url:
+    with running_mock(latency_s=0.0, keepalive_timeout_s=0.2) as url:
         host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=60) as connection:
             connection.sendall(

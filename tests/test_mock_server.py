@@ -215,7 +215,7 @@ def test_launcher_start_failure_raises_with_the_servers_stderr():
 
 def test_launcher_stop_exits_0_and_frees_the_port():
     """stop() ends the server with exit code 0; the URL no longer answers."""
-    handle = start_mock(latency=0)
+    handle = start_mock(latency_s=0)
     assert get_models(handle.base_url) == 200
     assert handle.stop() == 0
     assert not handle.running
@@ -225,7 +225,7 @@ def test_launcher_stop_exits_0_and_frees_the_port():
 
 def test_launcher_server_stops_when_parent_pipe_closes():
     """If the parent dies without cleaning up, the closed stdin pipe stops the server (exit 0)."""
-    handle = start_mock(latency=0)
+    handle = start_mock(latency_s=0)
     handle.process.stdin.close()  # what the OS does when the parent is killed
     assert handle.process.wait(timeout=15) == 0
     handle.stop()
@@ -233,7 +233,7 @@ def test_launcher_server_stops_when_parent_pipe_closes():
 
 def test_running_mock_and_helpers_read_and_reset_the_mock():
     """running_mock yields a base URL; mock_stats/mock_log/mock_report/reset_mock read and clear it."""
-    with running_mock(latency=0, seed=1) as base_url:
+    with running_mock(latency_s=0, seed=1) as base_url:
         assert mock_root(base_url) + "/api/v2" == base_url
         chat_request(base_url, "one", {"X-Run-Id": "helpers"})
         chat_request(base_url, "two", {"X-Run-Id": "helpers"})
@@ -246,7 +246,7 @@ def test_running_mock_and_helpers_read_and_reset_the_mock():
 
 def test_slow_fault_outlasts_a_client_timeout_and_counts_499():
     """A slow answer makes a client time out; the mock sees the hang-up and counts a 499."""
-    with running_mock(latency=0, slow_rate=1.0, slow_seconds=30) as base_url:
+    with running_mock(latency_s=0, slow_rate=1.0, slow_seconds=30) as base_url:
 
         async def scenario():
             timeout = aiohttp.ClientTimeout(total=0.5)
@@ -270,13 +270,13 @@ def test_slow_fault_outlasts_a_client_timeout_and_counts_499():
 
 def test_slow_fault_answers_after_slow_seconds():
     """Without a client timeout, a slow attempt is still answered, with a normal completion."""
-    with running_mock(latency=0, slow_rate=1.0, slow_seconds=0.3) as base_url:
+    with running_mock(latency_s=0, slow_rate=1.0, slow_seconds=0.3) as base_url:
         assert chat_request(base_url)["object"] == "chat.completion"
 
 
 def test_drop_fault_reaches_a_sync_client_as_a_connection_error():
     """A dropped connection is an error for a plain HTTP client too, not an empty 200."""
-    with running_mock(latency=0, drop_rate=1.0) as base_url:
+    with running_mock(latency_s=0, drop_rate=1.0) as base_url:
         with pytest.raises((urllib.error.URLError, ConnectionError)):
             chat_request(base_url)
         assert mock_stats(base_url)["requests_by_status"] == {"444": 1}
@@ -284,7 +284,7 @@ def test_drop_fault_reaches_a_sync_client_as_a_connection_error():
 
 def test_streaming_latency_is_spread_over_chunks():
     """With --per-token-latency, a stream's chunks arrive one by one, not all at once."""
-    with running_mock(latency=0, per_token_latency=0.02) as base_url:
+    with running_mock(latency_s=0, per_token_latency_s=0.02) as base_url:
 
         async def scenario():
             async with aiohttp.ClientSession() as session:
@@ -306,7 +306,7 @@ def test_streaming_latency_is_spread_over_chunks():
 
 def test_sigterm_with_requests_in_flight_still_exits_0():
     """Stopping the mock while a slow answer is pending exits 0; the client sees a disconnection."""
-    handle = start_mock(latency=0, slow_rate=1.0, slow_seconds=30)
+    handle = start_mock(latency_s=0, slow_rate=1.0, slow_seconds=30)
 
     async def scenario():
         async with aiohttp.ClientSession() as session:
@@ -374,7 +374,7 @@ def test_network_warning_for_a_lan_address():
 
 def test_client_leaving_mid_stream_counts_499_and_mock_keeps_serving():
     """A client that hangs up during a stream is counted as 499; the next request is served."""
-    with running_mock(latency=0, per_token_latency=0.2) as base_url:
+    with running_mock(latency_s=0, per_token_latency_s=0.2) as base_url:
 
         async def scenario():
             async with aiohttp.ClientSession() as session:

@@ -37,7 +37,7 @@ def real_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_connect_without_key_starts_a_mock_that_answers(no_key, capsys) -> None:
     """No PARADIGM_API_KEY: connect() starts the bundled mock, says so, and it answers chats."""
-    connection = connect(latency=0)
+    connection = connect(latency_s=0)
     try:
         response = post_chat(connection)
     finally:
@@ -53,7 +53,7 @@ def test_connect_without_key_starts_a_mock_that_answers(no_key, capsys) -> None:
 def test_connect_without_key_ignores_the_real_url(no_key, monkeypatch) -> None:
     """No key: a PARADIGM_BASE_URL or base_url parameter does not stop the mock from starting."""
     monkeypatch.setenv("PARADIGM_BASE_URL", DEFAULT_BASE_URL)
-    connection = connect(base_url=DEFAULT_BASE_URL, latency=0)
+    connection = connect(base_url=DEFAULT_BASE_URL, latency_s=0)
     connection.close()
     assert connection.using_mock
     assert connection.base_url.startswith("http://127.0.0.1:")
@@ -61,7 +61,7 @@ def test_connect_without_key_ignores_the_real_url(no_key, monkeypatch) -> None:
 
 def test_connect_close_stops_the_mock(no_key) -> None:
     """Connection.close() stops the mock subprocess connect() started."""
-    connection = connect(latency=0)
+    connection = connect(latency_s=0)
     connection.close()
     with pytest.raises(requests.ConnectionError):
         post_chat(connection)
@@ -69,7 +69,7 @@ def test_connect_close_stops_the_mock(no_key) -> None:
 
 def test_connect_with_key_uses_the_real_api_by_default(real_key, capsys) -> None:
     """Key set, no URL: the real service's URL, no mock started, the key in the bearer header."""
-    connection = connect(latency=0)
+    connection = connect(latency_s=0)
     assert connection.base_url == DEFAULT_BASE_URL
     assert connection.chat_url == f"{DEFAULT_BASE_URL}/chat/completions"
     assert connection.model == DEFAULT_MODEL
@@ -127,7 +127,7 @@ def test_connection_repr_hides_the_key(real_key) -> None:
 
 def test_local_mock_starts_even_when_a_key_is_set(real_key) -> None:
     """local_mock() serves on loopback whatever the environment, and stops when the block ends."""
-    with local_mock(latency=0) as connection:
+    with local_mock(latency_s=0) as connection:
         response = post_chat(connection)
     assert connection.using_mock
     assert connection.api_key != SECRET_KEY
@@ -138,7 +138,7 @@ def test_local_mock_starts_even_when_a_key_is_set(real_key) -> None:
 
 def test_local_mock_with_api_key_accepts_only_that_key(no_key) -> None:
     """local_mock(api_key=K): the connection sends K (200), any other key gets an OpenAI-shaped 401."""
-    with local_mock(latency=0, api_key="the-right-key") as connection:
+    with local_mock(latency_s=0, api_key="the-right-key") as connection:
         accepted = post_chat(connection)
         wrong_headers = dict(connection.headers(), Authorization="Bearer the-wrong-key")
         refused = post_chat(connection, headers=wrong_headers)

@@ -156,7 +156,7 @@ def test_notebooks_papermill_runs_with_a_key_and_small_parameters(notebook: Path
     scratch = scratch_copy(tmp_path)
     parameters = PAPERMILL_PARAMETERS.get(notebook.name, {})
     executed = tmp_path / f"executed-{notebook.name}"
-    with running_mock(latency=0.2) as base_url:
+    with running_mock(latency_s=0.2) as base_url:
         env = run_environment(PARADIGM_API_KEY="papermill-dummy-key", PARADIGM_BASE_URL=base_url)
         command = [
             sys.executable,

@@ -196,6 +196,8 @@ def test_capacity_row_read_from_a_scheduler_snapshot_else_hidden():
 
     with_scheduler[web.AppKey("capacity_state", object)] = _StateWithScheduler()
     assert capacity_snapshot(with_scheduler)["queued"] == 7
+    with_capacity = create_app(MockConfig(latency_s=0.0, capacity=2.0))
+    assert capacity_snapshot(with_capacity)["running"] == 0
 
 
 # --- the facilitator token ------------------------------------------------------------------
@@ -326,7 +328,7 @@ def test_room_page_shows_attendees_counts_and_bars_live(chromium, tmp_path):
     """Two named attendees (one bounded, one not) and one unnamed: rows, rising counts, bars."""
     from paradigm_kit.mock import running_mock
 
-    with running_mock(latency=0.8, jitter=0.4, seed=3) as base_url:
+    with running_mock(latency_s=0.8, jitter_s=0.4, seed=3) as base_url:
         root = base_url.rsplit("/api/v2", 1)[0]
         page = chromium.new_page(viewport={"width": 1920, "height": 1080})
         page.goto(f"{root}/_mock/room?window=20", timeout=PAGE_TIMEOUT_MS)
@@ -383,7 +385,7 @@ def test_room_page_shows_429s_under_rpm(chromium, tmp_path):
             calls = (chat(session, root, SECRET_KEY, "dave", f"d{i}") for i in range(20))
             return await asyncio.gather(*calls)
 
-    with running_mock(latency=0.2, rpm=30) as base_url:
+    with running_mock(latency_s=0.2, rpm=30) as base_url:
         root = base_url.rsplit("/api/v2", 1)[0]
         page = chromium.new_page(viewport={"width": 1366, "height": 768})
         page.goto(f"{root}/_mock/room", timeout=PAGE_TIMEOUT_MS)

@@ -60,7 +60,7 @@ def run_script(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def speed_mock_url():
     """A mock of this module's own, 0.2 s per answer, so that the two runs differ in time."""
-    with running_mock(latency=0.2) as base_url:
+    with running_mock(latency_s=0.2) as base_url:
         yield base_url
 
 
@@ -143,7 +143,7 @@ def test_speed_test_checks_json_before_sending_anything(fresh_speed_mock, tmp_pa
 
 def test_speed_test_failed_request_reports_status_and_message():
     """A request the API refuses (wrong key) ends the run with its status and message, exit 1."""
-    with running_mock(latency=0, api_key="the-right-key") as base_url:
+    with running_mock(latency_s=0, api_key="the-right-key") as base_url:
         refused = requests.post(
             f"{base_url}/chat/completions",
             json=speed_test.build_payload("Alice"),

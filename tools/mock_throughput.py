@@ -57,7 +57,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    handle = start_mock(latency=0.0)
+    handle = start_mock(latency_s=0.0)
     try:
         drive(handle.base_url, 500, args.concurrency)  # the mock's warm-up
         rates = []
@@ -80,7 +80,7 @@ def main() -> None:
             f"mock CPU per request: {per_request_us:.0f} us (a ceiling of {1e6 / per_request_us:.0f} req/s on one free core)"
         )
 
-    with running_mock(latency=0.5) as base_url:
+    with running_mock(latency_s=0.5) as base_url:
         succeeded, wall_s = drive(base_url, args.slow_requests, args.slow_requests)
         peak = mock_stats(base_url)["peak_concurrency"]
         print(

@@ -111,7 +111,7 @@ async def one_run(root: str, pid: int, args: argparse.Namespace, viewers: int) -
 
 
 async def main(args: argparse.Namespace) -> None:
-    handle = start_mock(latency=args.latency)
+    handle = start_mock(latency_s=args.latency)
     try:
         root = handle.base_url.rsplit("/api/v2", 1)[0]
         await one_run(

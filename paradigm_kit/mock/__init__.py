@@ -3,7 +3,7 @@
 Start one (a subprocess on a free loopback port)::
 
     from paradigm_kit.mock import running_mock, mock_stats
-    with running_mock(latency=0.0, error_rate=0.2, seed=7) as base_url:
+    with running_mock(latency_s=0.0, error_rate=0.2, seed=7) as base_url:
         ...  # PARADIGM_BASE_URL=base_url, any non-empty PARADIGM_API_KEY
         print(mock_stats(base_url)["requests_by_status"])
 

@@ -284,6 +284,8 @@ def capacity_snapshot(app: web.Application) -> dict | None:
     is not it.
     """
     for key, value in app.items():
+        if getattr(value, "capacity_on", True) is False:  # the mock's state: the model is off
+            continue
         holders = [getattr(value, name, None) for name in CAPACITY_NAMES]
         if any(name in str(getattr(key, "name", key)).lower() for name in CAPACITY_NAMES):
             holders.append(value)

@@ -4,7 +4,7 @@ Every notebook starts the same way::
 
     from paradigm_kit.workshop import connect, versions
     versions()                    # the banner: Python and the libraries the lesson depends on
-    conn = connect(latency=0.5)   # the real API if PARADIGM_API_KEY is set, else the bundled mock
+    conn = connect(latency_s=0.5)   # the real API if PARADIGM_API_KEY is set, else the bundled mock
 
 Design
 ------

@@ -354,7 +354,7 @@ def check_bundled_mock(timeout_s: float = SERVER_TIMEOUT_S) -> list[Check]:
             )
         ]
     try:
-        with running_mock(latency=0.0) as mock_url:
+        with running_mock(latency_s=0.0) as mock_url:
             answer = _get_models(mock_url, "doctor-check", timeout_s)
     except (OSError, RuntimeError, TimeoutError) as error:
         return [
