@@ -118,7 +118,7 @@ def test_bench_child_peak_rss_ignores_the_parents_memory():
         "warmup_requests": 0,
         "max_tokens": 5,
     }
-    with running_mock(latency=0) as base_url:
+    with running_mock(latency_s=0) as base_url:
         result = run_contender({**spec, "base_url": base_url}, new_run_keys(), timeout_s=60)
     assert result["peak_rss_mb"] < 150
     assert result["statuses"] == {"200": 2}

@@ -151,7 +151,7 @@ def adaptive_scenario(plan: Any, log: Any) -> dict:
     requests = _requests(n)
     rows, skipped = [], {}
     for profile in profiles:
-        flags = dict(PROFILES[profile], latency=latency_s, per_token_latency=per_token_s)
+        flags = dict(PROFILES[profile], latency_s=latency_s, per_token_latency_s=per_token_s)
         try:
             mock = start_mock(**flags)
         except MockStartError as error:  # a mock without the capacity model (issue 12)
@@ -261,7 +261,11 @@ def _capacity_change(plan: Any, latency_s: float, per_token_s: float, log: Any) 
     2 s windows; recovery = seconds from a change until a window reaches 90% of that phase's
     steady throughput (the median of its last half)."""
     n, step_s = CHANGE_SIZES[plan.mode]
-    flags = {"capacity": CHANGE["start"], "latency": latency_s, "per_token_latency": per_token_s}
+    flags = {
+        "capacity": CHANGE["start"],
+        "latency_s": latency_s,
+        "per_token_latency_s": per_token_s,
+    }
     try:
         mock = start_mock(**flags)
     except MockStartError as error:

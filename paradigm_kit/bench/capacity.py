@@ -73,7 +73,7 @@ def capacity_scenario(plan: Any, log: Any) -> dict:
     entries = [(label, {**spec, "max_tokens": 150}) for label, spec in entries]
     rows = []
     for model, capacity in _points(plan):
-        flags = {"latency": latency_s}
+        flags = {"latency_s": latency_s}
         if capacity is not None:
             flags[MODELS[model]] = capacity
         log(f" {model} K={'unlimited' if capacity is None else capacity}")

@@ -164,7 +164,7 @@ def seed_scenario(plan: Plan, log: Log) -> dict:
             {"contender": "runner", "n_requests": n, "concurrency": n, "max_tokens": 150},
         ),
     ]
-    with running_mock(latency=latency_s) as base_url:
+    with running_mock(latency_s=latency_s) as base_url:
         runs = _measure_rounds(
             base_url, entries, plan, log, warmup_requests=plan.latency_warmup_requests
         )
@@ -188,7 +188,7 @@ def scaling_scenario(plan: Plan, log: Log) -> dict:
     """Wall time against N at a bound C and unbounded, beside ``ceil(N / C) * latency``."""
     latency_s, bound = plan.scaling_latency_s, plan.scaling_concurrency
     rows = []
-    with running_mock(latency=latency_s) as base_url:
+    with running_mock(latency_s=latency_s) as base_url:
         for n in plan.scaling_sizes:
             entries = [
                 (f"aiohttp C={bound}", {"contender": "bare_aiohttp", "concurrency": bound}),
@@ -243,8 +243,8 @@ def variable_latency_scenario(plan: Plan, log: Log) -> dict:
         ("async (kit runner)", {"contender": "runner", "concurrency": n, **common}),
     ]
     flags = {
-        "latency": plan.variable_latency_s,
-        "per_token_latency": plan.variable_per_token_latency_s,
+        "latency_s": plan.variable_latency_s,
+        "per_token_latency_s": plan.variable_per_token_latency_s,
     }
     with running_mock(**flags) as base_url:
         runs = _measure_rounds(
@@ -303,7 +303,7 @@ def client_cost_scenario(plan: Plan, log: Log) -> dict:
         n = plan.cost_requests if fast else plan.cost_slow_requests
         bound = plan.cost_concurrency if concurrent else 1
         entries.append((label, {"contender": contender, "n_requests": n, "concurrency": bound}))
-    with running_mock(latency=0) as base_url:
+    with running_mock(latency_s=0) as base_url:
         runs = _measure_rounds(base_url, entries, plan, log)
     bare = runs["bare aiohttp loop"]
     rows = []
@@ -333,7 +333,7 @@ def client_cost_scenario(plan: Plan, log: Log) -> dict:
 def memory_scenario(plan: Plan, log: Log) -> dict:
     """Peak RSS of the runner against a naive gather, at each size."""
     rows = []
-    with running_mock(latency=0) as base_url:
+    with running_mock(latency_s=0) as base_url:
         for n in plan.memory_sizes:
             log(f" N={n}")
             entries = [
@@ -373,7 +373,7 @@ def rate_limit_scenario(plan: Plan, log: Log) -> dict:
             {"contender": "runner", "n_requests": n, "concurrency": 100},
         ),
     ]
-    with running_mock(latency=0, rpm=rpm) as base_url:
+    with running_mock(latency_s=0, rpm=rpm) as base_url:
         runs = _measure_rounds(
             base_url,
             entries,
@@ -417,7 +417,7 @@ def threads_scenario(plan: Plan, log: Log) -> dict:
         (f"asyncio: kit runner C={bound}", {"contender": "runner"}),
     ]
     entries = [(label, {**spec, "n_requests": n, "concurrency": bound}) for label, spec in entries]
-    with running_mock(latency=latency_s) as base_url:
+    with running_mock(latency_s=latency_s) as base_url:
         runs = _measure_rounds(
             base_url,
             entries,
