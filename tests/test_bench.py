@@ -160,3 +160,38 @@ def test_stats_spread_ignores_unmeasured_values():
     assert summary["n"] == 2
     assert summary["median"] == pytest.approx(statistics.median([1.0, 3.0]))
     assert (summary["min"], summary["max"]) == (1.0, 3.0)
+
+
+def test_bench_capacity_scenario_covers_each_model_and_k(tiny_run):
+    """The "server capacity" scenario (issue 12): a sync and an async row per (model, K), the
+    async one carrying the measured factor beside its ideal (the figures are not checked)."""
+    _, out_dir = tiny_run
+    results = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
+    rows = results["scenarios"]["capacity"]["rows"]
+    points = {(row["model"], row["capacity"]) for row in rows}
+    assert points == {("sharing", 2), ("fifo", 2), ("unlimited", None)}
+    for row in rows:
+        assert row["failed_requests"] == 0, row["label"]
+        if row["label"].startswith("async"):
+            assert row["improvement_factor"]["median"] > 0
+            assert row["ideal_factor"] == (4.0 if row["capacity"] is None else 2.0)
+        else:
+            assert "improvement_factor" not in row
+    assert "capacity.png" in results["plots"]
+
+
+@pytest.mark.parametrize(
+    ("model", "capacity", "n", "expected"),
+    [
+        ("sharing", 5, 20, 5.0),  # N * latency / K
+        ("sharing", 50, 20, 20.0),  # more capacity than requests: all at once
+        ("fifo", 5, 20, 5.0),  # ceil(20 / 5) = 4 waves
+        ("fifo", 3, 20, 20 / 7),  # 7 waves, the last one partial
+        ("fifo", None, 20, 20.0),  # unlimited
+    ],
+)
+def test_bench_capacity_ideal_factor(model, capacity, n, expected):
+    """The ideal factor of each capacity model: processor sharing min(K, N), FIFO N / ceil(N/K)."""
+    from paradigm_kit.bench.capacity import ideal_factor
+
+    assert ideal_factor(model, capacity, n) == pytest.approx(expected)

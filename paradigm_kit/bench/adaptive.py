@@ -56,7 +56,9 @@ CHANGE = {  # (e): capacity 16, doubled to 32 at a third of the run, halved to 8
     "start": 16,
     "steps": (32, 8),
 }
-CHANGE_SIZES = {"full": (3000, 36.0), "quick": (1200, 18.0)}  # requests, seconds between steps
+# requests, seconds between steps: enough requests that the run outlasts both steps (at about
+# 90 req/s at 16, 150-190 at 32 and 45 at 8 in quick mode; half that in full mode's latencies)
+CHANGE_SIZES = {"full": (6000, 36.0), "quick": (3000, 10.0)}
 
 SIZES = {  # mode -> (requests per run, latency_s, per_token_latency_s, profiles, fixed)
     "full": (600, 0.2, 0.004, tuple(PROFILES), FIXED),
@@ -272,10 +274,12 @@ def _capacity_change(plan: Any, latency_s: float, per_token_s: float, log: Any) 
     ends: list[float] = []
     changes: list[float] = []
     try:
+        finished = threading.Event()  # a run that ends early makes no change after its end
 
         def steps() -> None:
             for index, capacity in enumerate(CHANGE["steps"], start=1):
-                time.sleep(step_s)
+                if finished.wait(step_s):
+                    return
                 _set_capacity(mock.base_url, capacity)
                 changes.append(index * step_s)
 
@@ -284,7 +288,8 @@ def _capacity_change(plan: Any, latency_s: float, per_token_s: float, log: Any) 
         timer = threading.Thread(target=steps, daemon=True)
         timer.start()
         run = _one_run(mock.base_url, _requests(n), "auto", timeline=ends)
-        timer.join(timeout=3 * step_s)
+        finished.set()
+        timer.join(timeout=10)
     except OSError as error:  # no POST /_mock/config in this mock
         log(f"adaptive: capacity change skipped: {error}")
         return {"skipped": str(error)}

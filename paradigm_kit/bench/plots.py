@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable
 
 from paradigm_kit.bench.adaptive import plot_adaptive
+from paradigm_kit.bench.capacity import plot_capacity
 
 __all__ = ["PLOT_FILES", "write_plots"]
 
@@ -29,6 +30,7 @@ PLOT_FILES = {
     "rate_limit": "rate_limit.png",
     "threads_vs_asyncio": "threads_vs_asyncio.png",
     "adaptive": "adaptive.png",
+    "capacity": "capacity.png",
 }
 MEASURED = "#1f77b4"
 REFERENCE = "#7f7f7f"
@@ -245,6 +247,7 @@ PLOTTERS: dict[str, Callable] = {
     "rate_limit": _plot_rate_limit,
     "threads_vs_asyncio": _plot_threads,
     "adaptive": plot_adaptive,  # issue 13, in bench/adaptive.py
+    "capacity": plot_capacity,  # issue 12, in bench/capacity.py
 }
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from paradigm_kit.bench.adaptive import COLUMNS as ADAPTIVE_COLUMNS
+from paradigm_kit.bench.capacity import COLUMNS as CAPACITY_COLUMNS
 
 __all__ = ["evaluate_targets", "format_tables", "format_targets", "median_with_range"]
 
@@ -249,6 +250,7 @@ COLUMNS: dict[str, list[Column]] = {
         ("p90 ms", _ms("p90_s")),
     ],
     "adaptive": ADAPTIVE_COLUMNS,  # issue 13, in bench/adaptive.py
+    "capacity": CAPACITY_COLUMNS,  # issue 12, in bench/capacity.py
 }
 
 

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from paradigm_kit.bench.adaptive import adaptive_scenario
+from paradigm_kit.bench.capacity import capacity_scenario
 from paradigm_kit.bench.measure import new_run_keys, run_contender
 from paradigm_kit.bench.plan import Plan
 from paradigm_kit.bench.stats import spread
@@ -443,4 +444,5 @@ SCENARIOS: dict[str, Callable[[Plan, Log], dict]] = {
     "rate_limit": rate_limit_scenario,
     "threads_vs_asyncio": threads_scenario,
     "adaptive": adaptive_scenario,  # issue 13, in bench/adaptive.py
+    "capacity": capacity_scenario,  # issue 12, in bench/capacity.py
 }
