@@ -57,8 +57,6 @@ async def stream(ex, stop_after_tokens=None, stream_flag=True):
             if stop_after_tokens is not None and len(text) >= stop_after_tokens:
                 break
     total_s = time.perf_counter() - t0
-    if stop_after_tokens is not None:
-        await asyncio.sleep(0.3)  # the mock logs the hang-up once it notices it
     return "".join(text), events + decoder.close(), ttft_s, total_s
 
 

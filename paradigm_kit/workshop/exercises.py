@@ -923,6 +923,25 @@ def _stream_records(ex: Exercise) -> list[dict[str, Any]]:
     return sorted(mock_log(ex.base_url, run=ex.run_id), key=lambda r: r["t_start"])
 
 
+def _wait_for_records(ex: Exercise, wait_s: float = 5.0) -> None:
+    """Give the mock time to log a hung-up attempt: it writes a record once it notices the close.
+
+    A bound on a wait, not a timing test: on a loaded machine the mock may take a moment.
+    """
+    import time
+
+    if not isinstance(ex, Exercise):
+        return
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if _stream_records(ex):
+                return
+        except (urllib.error.URLError, OSError, ValueError):
+            return  # _judge reports an unreadable log
+        time.sleep(0.05)
+
+
 def check_stream_read(ex: Exercise, text: Any, n_events: Any) -> CheckResult:
     """One greeting streamed: ``text`` joined from the deltas, ``n_events`` the chunks decoded."""
 
@@ -974,6 +993,7 @@ def check_ttft(ex: Exercise, ttft_s: Any, total_s: Any) -> CheckResult:
 
 def check_cancelled_stream(ex: Exercise, text: Any) -> CheckResult:
     """A stream closed after its first content token: the mock logged the attempt ended 499."""
+    _wait_for_records(ex)
 
     def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
         if any(a.status == 200 for a in attempts):
