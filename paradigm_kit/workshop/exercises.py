@@ -924,20 +924,23 @@ def _stream_records(ex: Exercise) -> list[dict[str, Any]]:
 
 
 def _wait_for_records(ex: Exercise, wait_s: float = 5.0) -> None:
-    """Give the mock time to log a hung-up attempt: it writes a record once it notices the close.
+    """Let the mock finish the attempts still in flight for this run: it logs a hung-up attempt
+    once it notices the close. Nothing in flight (no attempt yet): no wait.
 
     A bound on a wait, not a timing test: on a loaded machine the mock may take a moment.
     """
     import time
+
+    from ..mock.launcher import mock_stats
 
     if not isinstance(ex, Exercise):
         return
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
-            if _stream_records(ex):
+            if not mock_stats(ex.base_url, run=ex.run_id)["in_flight"]:
                 return
-        except (urllib.error.URLError, OSError, ValueError):
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
             return  # _judge reports an unreadable log
         time.sleep(0.05)
 
