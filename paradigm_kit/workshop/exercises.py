@@ -898,3 +898,116 @@ def check_raw_headers(ex: Exercise, reply: Any, limit_requests: Any) -> CheckRes
         )
 
     return _judge(ex, verdict)
+
+
+# --- 08 · streaming many answers at once ----------------------------------------------------------
+
+#: The 08 exercises' mock streams one token every 20 ms after a 0.2 s first-token latency, on a
+#: capacity model of 4 (processor sharing), so time to first token and the whole stream differ.
+STREAM_MOCK = (("latency_s", 0.2), ("per_token_latency_s", 0.02), ("capacity", 4))
+
+EXERCISES.update(
+    {
+        "08-read-stream": ExerciseSpec(n_requests=1, mock_flags=STREAM_MOCK),
+        "08-ttft": ExerciseSpec(n_requests=1, mock_flags=STREAM_MOCK),
+        "08-cancel": ExerciseSpec(n_requests=1, mock_flags=STREAM_MOCK),
+    }
+)
+__all__ += ["check_cancelled_stream", "check_stream_read", "check_ttft"]
+
+
+def _stream_records(ex: Exercise) -> list[dict[str, Any]]:
+    """This run's raw log records (with the capacity fields ``t_first_token``...), by start."""
+    from ..mock import mock_log
+
+    return sorted(mock_log(ex.base_url, run=ex.run_id), key=lambda r: r["t_start"])
+
+
+def _wait_for_records(ex: Exercise, wait_s: float = 5.0) -> None:
+    """Let the mock finish the attempts still in flight for this run: it logs a hung-up attempt
+    once it notices the close. Nothing in flight (no attempt yet): no wait.
+
+    A bound on a wait, not a timing test: on a loaded machine the mock may take a moment.
+    """
+    import time
+
+    from ..mock.launcher import mock_stats
+
+    if not isinstance(ex, Exercise):
+        return
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if not mock_stats(ex.base_url, run=ex.run_id)["in_flight"]:
+                return
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            return  # _judge reports an unreadable log
+        time.sleep(0.05)
+
+
+def check_stream_read(ex: Exercise, text: Any, n_events: Any) -> CheckResult:
+    """One greeting streamed: ``text`` joined from the deltas, ``n_events`` the chunks decoded."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        if not _ok_count(attempts):
+            return False, f"the mock answered {sorted({a.status for a in attempts})}, not 200"
+        if not isinstance(text, str) or ex.names[0] not in text:
+            return False, (
+                f"`text` is {str(text)[:60]!r}: join every chunk's choices[0]['delta'].get('content')"
+            )
+        if not isinstance(n_events, int) or n_events < 3:
+            return False, (
+                f"`n_events` is {n_events!r}: count the events SSEDecoder.feed returned (a stream "
+                "has a role chunk, content chunks and [DONE])"
+            )
+        return True, f"{n_events} events decoded, the greeting reads {text[:40]!r}..."
+
+    return _judge(ex, verdict)
+
+
+def check_ttft(ex: Exercise, ttft_s: Any, total_s: Any) -> CheckResult:
+    """``ttft_s`` (to the first content chunk) and ``total_s`` (to the end) against the mock's log."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        records = [r for r in _stream_records(ex) if r["status"] == 200]
+        if not records or records[-1].get("t_first_token") is None:
+            return False, "no streamed answer in the log: send the payload with 'stream': True"
+        record = records[-1]
+        server_ttft_s = record["t_first_token"] - record["t_start"]
+        server_total_s = record["t_end"] - record["t_start"]
+        if not isinstance(ttft_s, (int, float)) or not isinstance(total_s, (int, float)):
+            return False, f"`ttft_s` and `total_s` should be seconds, got {ttft_s!r}, {total_s!r}"
+        # The client's clock includes the network and the kernel, so it may only read *later*;
+        # a ttft at or past the server's end measured the whole answer, not its first token.
+        if ttft_s < 0.9 * server_ttft_s or ttft_s >= server_total_s:
+            return False, (
+                f"ttft_s is {ttft_s:.3f}; the mock sent its first token {server_ttft_s:.3f} s in "
+                f"and ended at {server_total_s:.3f} s: stop the clock at the first content chunk"
+            )
+        if total_s < 0.9 * server_total_s:
+            return False, (
+                f"total_s is {total_s:.3f} but the stream lasted {server_total_s:.3f} s at the mock: "
+                "read it to [DONE]"
+            )
+        return True, f"first token after {ttft_s:.3f} s, the whole stream {total_s:.3f} s."
+
+    return _judge(ex, verdict)
+
+
+def check_cancelled_stream(ex: Exercise, text: Any) -> CheckResult:
+    """A stream closed after its first content token: the mock logged the attempt ended 499."""
+    _wait_for_records(ex)
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        if any(a.status == 200 for a in attempts):
+            return False, (
+                "the mock finished a stream (200): stop reading after the first content chunk "
+                "and leave the `async with` (or call response.close())"
+            )
+        if not any(a.status == 499 for a in attempts):
+            return False, f"the mock logged {sorted({a.status for a in attempts})}, not 499"
+        if not isinstance(text, str) or not text:
+            return False, f"`text` is {text!r}: keep the content received before closing"
+        return True, f"closed after {text!r}; the mock logged the attempt as 499 (client closed)."
+
+    return _judge(ex, verdict)
