@@ -898,3 +898,118 @@ def check_raw_headers(ex: Exercise, reply: Any, limit_requests: Any) -> CheckRes
         )
 
     return _judge(ex, verdict)
+
+
+# === 09 · choosing concurrency (helper J's block: specs and checks of lesson 09) ================
+
+#: The 09 exercises' mock shares a capacity of 4 (processor sharing, notebook 09): any concurrency
+#: from 4 up gives the same throughput, and latency grows as n / 4 beyond it.
+CONCURRENCY_EXERCISE_CAPACITY = 4
+#: 9.C's request budget, as a probe against a paid API would be given one (``--max-requests``).
+PROBE_EXERCISE_BUDGET = 30
+_CAPACITY_MOCK = (("latency_s", 0.2), ("capacity", CONCURRENCY_EXERCISE_CAPACITY))
+
+EXERCISES.update(
+    {
+        "09-littles-law": ExerciseSpec(mock_flags=_CAPACITY_MOCK),
+        "09-knee": ExerciseSpec(n_requests=30, mock_flags=_CAPACITY_MOCK),
+        "09-capped-probe": ExerciseSpec(mock_flags=_CAPACITY_MOCK),
+    }
+)
+NOT_STARTED_HINTS.update(
+    {
+        "09-littles-law": "send the 20 of ex.payloads() behind one asyncio.Semaphore(10)",
+        "09-knee": "measure levels 1, 2, 4, 8: at each, 2 x c requests with exactly c in flight",
+        "09-capped-probe": "await probe_capacity(ex.base_url, ex.api_key, max_requests=30)",
+    }
+)
+__all__ += [
+    "CONCURRENCY_EXERCISE_CAPACITY",
+    "PROBE_EXERCISE_BUDGET",
+    "check_capped_probe",
+    "check_knee",
+    "check_littles_law",
+]
+
+
+def mean_in_flight(attempts: list[Attempt]) -> float:
+    """Requests in flight on average over the run, from the mock's log: the sum of the attempts'
+    durations over the time from the first start to the last end (Little's law's left side)."""
+    span_s = max(a.t_end for a in attempts) - min(a.t_start for a in attempts)
+    busy_s = sum(a.t_end - a.t_start for a in attempts)
+    return busy_s / span_s if span_s > 0 else 0.0
+
+
+def check_littles_law(ex: Exercise, in_flight: Any) -> CheckResult:
+    """``in_flight`` = measured throughput x mean latency, close to the log's mean in flight."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        n = len(ex.names)
+        if _ok_count(attempts) < n:
+            return False, f"the mock answered {_ok_count(attempts)} of {n} requests"
+        peak = peak_in_flight(attempts)
+        if peak > 10:
+            return False, f"{peak} requests were in flight at once: bound them at 10"
+        try:
+            estimate = float(in_flight)
+        except (TypeError, ValueError):
+            return False, f"`in_flight` is {in_flight!r}: throughput (answers/s) x mean latency (s)"
+        measured = mean_in_flight(attempts)
+        if abs(estimate - measured) > 0.25 * measured:
+            return False, (
+                f"`in_flight` is {estimate:.2f}, but the mock's log shows {measured:.2f} in flight "
+                "on average: throughput is answers / wall time, latency the mean per request"
+            )
+        return True, (
+            f"throughput x latency = {estimate:.2f}, the log's mean in flight {measured:.2f}: "
+            "Little's law holds."
+        )
+
+    return _judge(ex, verdict)
+
+
+def check_knee(ex: Exercise, knee: Any) -> CheckResult:
+    """Levels up to 8 measured against the capacity-4 mock, and the knee named: 4."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        peak = peak_in_flight(attempts)
+        if peak < 8:
+            return False, (
+                f"at most {peak} request(s) were in flight together: measure the levels 1, 2, 4 "
+                "and 8, each with exactly that many in flight"
+            )
+        if knee != CONCURRENCY_EXERCISE_CAPACITY:
+            return False, (
+                f"`knee` is {knee!r}: the smallest concurrency whose throughput is within 5% of "
+                "the highest you measured"
+            )
+        return True, (
+            f"the knee is {knee}, this mock's capacity: above it throughput stays flat and only "
+            "latency grows."
+        )
+
+    return _judge(ex, verdict)
+
+
+def check_capped_probe(ex: Exercise, probe: Any) -> CheckResult:
+    """A probe (``probe_capacity``) within ``PROBE_EXERCISE_BUDGET`` requests, and its answer."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        sent = len(attempts)
+        if sent > PROBE_EXERCISE_BUDGET:
+            return False, (
+                f"{sent} requests reached the mock, over the budget of {PROBE_EXERCISE_BUDGET}: "
+                "pass max_requests"
+            )
+        recommended = getattr(probe, "recommended", None)
+        if not isinstance(recommended, int):
+            return (
+                False,
+                f"`probe` is {type(probe).__name__}: the ProbeResult probe_capacity returns",
+            )
+        return True, (
+            f"{sent} requests (budget {PROBE_EXERCISE_BUDGET}), recommended concurrency "
+            f"{recommended} ({probe.stopped_because})."
+        )
+
+    return _judge(ex, verdict)
