@@ -66,15 +66,18 @@ def test_littles_law_rejects_the_bound_for_the_estimate():
 def test_knee_passes_the_capacity_after_measuring_to_8():
     ex = exercise("09-knee")
     asyncio.run(send_bounded(ex, [ex.payload("Alice")] * 16, 8))
-    assert check_knee(ex, CONCURRENCY_EXERCISE_CAPACITY).solved
+    measured = {1: 5.0, 2: 10.0, 4: 19.6, 8: 20.0}
+    assert check_knee(ex, measured, CONCURRENCY_EXERCISE_CAPACITY).solved
 
 
 def test_knee_rejects_an_unmeasured_level_and_the_plateau_end():
     ex = exercise("09-knee")
     asyncio.run(send_bounded(ex, [ex.payload("Alice")] * 8, 4))
-    assert "in flight" in check_knee(ex, 4).message
+    measured = {1: 5.0, 2: 10.0, 4: 19.6, 8: 20.0}
+    assert "in flight" in check_knee(ex, measured, 4).message
     asyncio.run(send_bounded(ex, [ex.payload("Alice")] * 16, 8))
-    assert not check_knee(ex, 8).solved
+    assert not check_knee(ex, measured, 8).solved  # the plateau's end, not its start
+    assert not check_knee(ex, [5.0, 10.0], 4).solved
 
 
 def test_capped_probe_passes_within_budget_and_rejects_a_bigger_one():

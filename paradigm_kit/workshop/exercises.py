@@ -968,8 +968,9 @@ def check_littles_law(ex: Exercise, in_flight: Any) -> CheckResult:
     return _judge(ex, verdict)
 
 
-def check_knee(ex: Exercise, knee: Any) -> CheckResult:
-    """Levels up to 8 measured against the capacity-4 mock, and the knee named: 4."""
+def check_knee(ex: Exercise, throughput_per_s: Any, knee: Any) -> CheckResult:
+    """Levels 1, 2, 4, 8 measured (``throughput_per_s``: concurrency -> answers/s), and ``knee``
+    named by the rule: the smallest concurrency within 5% of the highest throughput."""
 
     def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
         peak = peak_in_flight(attempts)
@@ -978,14 +979,18 @@ def check_knee(ex: Exercise, knee: Any) -> CheckResult:
                 f"at most {peak} request(s) were in flight together: measure the levels 1, 2, 4 "
                 "and 8, each with exactly that many in flight"
             )
-        if knee != CONCURRENCY_EXERCISE_CAPACITY:
+        if not isinstance(throughput_per_s, dict) or set(throughput_per_s) != {1, 2, 4, 8}:
+            return False, "`throughput_per_s` must map each of 1, 2, 4, 8 to its answers/s"
+        best = max(throughput_per_s.values())
+        expected = min(c for c, rate in throughput_per_s.items() if rate >= 0.95 * best)
+        if knee != expected:
             return False, (
                 f"`knee` is {knee!r}: the smallest concurrency whose throughput is within 5% of "
-                "the highest you measured"
+                f"the highest you measured ({best:.1f}/s) is {expected}"
             )
         return True, (
-            f"the knee is {knee}, this mock's capacity: above it throughput stays flat and only "
-            "latency grows."
+            f"the knee of your sweep is {knee} (this mock's capacity is "
+            f"{CONCURRENCY_EXERCISE_CAPACITY}): above it throughput stays flat, latency grows."
         )
 
     return _judge(ex, verdict)
