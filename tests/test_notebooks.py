@@ -69,6 +69,7 @@ PAPERMILL_PARAMETERS = {
     },
     "04_jupyter_and_the_event_loop.ipynb": {"N_REQUESTS": 3},
     "08_streaming.ipynb": {"N_STREAMS": 12, "MAX_PAID_REQUESTS": 3},
+    "09_choosing_concurrency.ipynb": {"AUTO_REQUESTS": 200, "MAX_PAID_REQUESTS": 40},
     "10_tokens_and_cost.ipynb": {"N_COST_REQUESTS": 10, "MAX_PAID_REQUESTS": 20},
     "11_the_official_sdk.ipynb": {"N_REQUESTS": 8, "N_CPU_REQUESTS": 30, "MAX_PAID_REQUESTS": 10},
     "05_production_batches.ipynb": {"N_REQUESTS": 30},

@@ -962,6 +962,72 @@ def check_stream_read(ex: Exercise, text: Any, n_events: Any) -> CheckResult:
             )
         return True, f"{n_events} events decoded, the greeting reads {text[:40]!r}..."
 
+
+# === 09 · choosing concurrency (helper J's block: specs and checks of lesson 09) ================
+
+#: The 09 exercises' mock shares a capacity of 4 (processor sharing, notebook 09): any concurrency
+#: from 4 up gives the same throughput, and latency grows as n / 4 beyond it.
+CONCURRENCY_EXERCISE_CAPACITY = 4
+#: 9.C's request budget, as a probe against a paid API would be given one (``--max-requests``).
+PROBE_EXERCISE_BUDGET = 30
+_CAPACITY_MOCK = (("latency_s", 0.2), ("capacity", CONCURRENCY_EXERCISE_CAPACITY))
+
+EXERCISES.update(
+    {
+        "09-littles-law": ExerciseSpec(mock_flags=_CAPACITY_MOCK),
+        "09-knee": ExerciseSpec(n_requests=30, mock_flags=_CAPACITY_MOCK),
+        "09-capped-probe": ExerciseSpec(mock_flags=_CAPACITY_MOCK),
+    }
+)
+NOT_STARTED_HINTS.update(
+    {
+        "09-littles-law": "send the 20 of ex.payloads() behind one asyncio.Semaphore(10)",
+        "09-knee": "measure levels 1, 2, 4, 8: at each, 2 x c requests with exactly c in flight",
+        "09-capped-probe": "await probe_capacity(ex.base_url, ex.api_key, max_requests=30)",
+    }
+)
+__all__ += [
+    "CONCURRENCY_EXERCISE_CAPACITY",
+    "PROBE_EXERCISE_BUDGET",
+    "check_capped_probe",
+    "check_knee",
+    "check_littles_law",
+]
+
+
+def mean_in_flight(attempts: list[Attempt]) -> float:
+    """Requests in flight on average over the run, from the mock's log: the sum of the attempts'
+    durations over the time from the first start to the last end (Little's law's left side)."""
+    span_s = max(a.t_end for a in attempts) - min(a.t_start for a in attempts)
+    busy_s = sum(a.t_end - a.t_start for a in attempts)
+    return busy_s / span_s if span_s > 0 else 0.0
+
+
+def check_littles_law(ex: Exercise, in_flight: Any) -> CheckResult:
+    """``in_flight`` = measured throughput x mean latency, close to the log's mean in flight."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        n = len(ex.names)
+        if _ok_count(attempts) < n:
+            return False, f"the mock answered {_ok_count(attempts)} of {n} requests"
+        peak = peak_in_flight(attempts)
+        if peak > 10:
+            return False, f"{peak} requests were in flight at once: bound them at 10"
+        try:
+            estimate = float(in_flight)
+        except (TypeError, ValueError):
+            return False, f"`in_flight` is {in_flight!r}: throughput (answers/s) x mean latency (s)"
+        measured = mean_in_flight(attempts)
+        if abs(estimate - measured) > 0.25 * measured:
+            return False, (
+                f"`in_flight` is {estimate:.2f}, but the mock's log shows {measured:.2f} in flight "
+                "on average: throughput is answers / wall time, latency the mean per request"
+            )
+        return True, (
+            f"throughput x latency = {estimate:.2f}, the log's mean in flight {measured:.2f}: "
+            "Little's law holds."
+        )
+
     return _judge(ex, verdict)
 
 
@@ -991,6 +1057,32 @@ def check_ttft(ex: Exercise, ttft_s: Any, total_s: Any) -> CheckResult:
             )
         return True, f"first token after {ttft_s:.3f} s, the whole stream {total_s:.3f} s."
 
+
+def check_knee(ex: Exercise, throughput_per_s: Any, knee: Any) -> CheckResult:
+    """Levels 1, 2, 4, 8 measured (``throughput_per_s``: concurrency -> answers/s), and ``knee``
+    named by the rule: the smallest concurrency within 5% of the highest throughput."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        peak = peak_in_flight(attempts)
+        if peak < 8:
+            return False, (
+                f"at most {peak} request(s) were in flight together: measure the levels 1, 2, 4 "
+                "and 8, each with exactly that many in flight"
+            )
+        if not isinstance(throughput_per_s, dict) or set(throughput_per_s) != {1, 2, 4, 8}:
+            return False, "`throughput_per_s` must map each of 1, 2, 4, 8 to its answers/s"
+        best = max(throughput_per_s.values())
+        expected = min(c for c, rate in throughput_per_s.items() if rate >= 0.95 * best)
+        if knee != expected:
+            return False, (
+                f"`knee` is {knee!r}: the smallest concurrency whose throughput is within 5% of "
+                f"the highest you measured ({best:.1f}/s) is {expected}"
+            )
+        return True, (
+            f"the knee of your sweep is {knee} (this mock's capacity is "
+            f"{CONCURRENCY_EXERCISE_CAPACITY}): above it throughput stays flat, latency grows."
+        )
+
     return _judge(ex, verdict)
 
 
@@ -1009,5 +1101,27 @@ def check_cancelled_stream(ex: Exercise, text: Any) -> CheckResult:
         if not isinstance(text, str) or not text:
             return False, f"`text` is {text!r}: keep the content received before closing"
         return True, f"closed after {text!r}; the mock logged the attempt as 499 (client closed)."
+
+
+def check_capped_probe(ex: Exercise, probe: Any) -> CheckResult:
+    """A probe (``probe_capacity``) within ``PROBE_EXERCISE_BUDGET`` requests, and its answer."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        sent = len(attempts)
+        if sent > PROBE_EXERCISE_BUDGET:
+            return False, (
+                f"{sent} requests reached the mock, over the budget of {PROBE_EXERCISE_BUDGET}: "
+                "pass max_requests"
+            )
+        recommended = getattr(probe, "recommended", None)
+        if not isinstance(recommended, int):
+            return (
+                False,
+                f"`probe` is {type(probe).__name__}: the ProbeResult probe_capacity returns",
+            )
+        return True, (
+            f"{sent} requests (budget {PROBE_EXERCISE_BUDGET}), recommended concurrency "
+            f"{recommended} ({probe.stopped_because})."
+        )
 
     return _judge(ex, verdict)
