@@ -962,6 +962,56 @@ def check_stream_read(ex: Exercise, text: Any, n_events: Any) -> CheckResult:
             )
         return True, f"{n_events} events decoded, the greeting reads {text[:40]!r}..."
 
+    return _judge(ex, verdict)
+
+
+def check_ttft(ex: Exercise, ttft_s: Any, total_s: Any) -> CheckResult:
+    """``ttft_s`` (to the first content chunk) and ``total_s`` (to the end) against the mock's log."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        records = [r for r in _stream_records(ex) if r["status"] == 200]
+        if not records or records[-1].get("t_first_token") is None:
+            return False, "no streamed answer in the log: send the payload with 'stream': True"
+        record = records[-1]
+        server_ttft_s = record["t_first_token"] - record["t_start"]
+        server_total_s = record["t_end"] - record["t_start"]
+        if not isinstance(ttft_s, (int, float)) or not isinstance(total_s, (int, float)):
+            return False, f"`ttft_s` and `total_s` should be seconds, got {ttft_s!r}, {total_s!r}"
+        # The client's clock includes the network and the kernel, so it may only read *later*;
+        # a ttft at or past the server's end measured the whole answer, not its first token.
+        if ttft_s < 0.9 * server_ttft_s or ttft_s >= server_total_s:
+            return False, (
+                f"ttft_s is {ttft_s:.3f}; the mock sent its first token {server_ttft_s:.3f} s in "
+                f"and ended at {server_total_s:.3f} s: stop the clock at the first content chunk"
+            )
+        if total_s < 0.9 * server_total_s:
+            return False, (
+                f"total_s is {total_s:.3f} but the stream lasted {server_total_s:.3f} s at the mock: "
+                "read it to [DONE]"
+            )
+        return True, f"first token after {ttft_s:.3f} s, the whole stream {total_s:.3f} s."
+
+    return _judge(ex, verdict)
+
+
+def check_cancelled_stream(ex: Exercise, text: Any) -> CheckResult:
+    """A stream closed after its first content token: the mock logged the attempt ended 499."""
+    _wait_for_records(ex)
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        if any(a.status == 200 for a in attempts):
+            return False, (
+                "the mock finished a stream (200): stop reading after the first content chunk "
+                "and leave the `async with` (or call response.close())"
+            )
+        if not any(a.status == 499 for a in attempts):
+            return False, f"the mock logged {sorted({a.status for a in attempts})}, not 499"
+        if not isinstance(text, str) or not text:
+            return False, f"`text` is {text!r}: keep the content received before closing"
+        return True, f"closed after {text!r}; the mock logged the attempt as 499 (client closed)."
+
+    return _judge(ex, verdict)
+
 
 # === 09 · choosing concurrency (helper J's block: specs and checks of lesson 09) ================
 
@@ -1031,33 +1081,6 @@ def check_littles_law(ex: Exercise, in_flight: Any) -> CheckResult:
     return _judge(ex, verdict)
 
 
-def check_ttft(ex: Exercise, ttft_s: Any, total_s: Any) -> CheckResult:
-    """``ttft_s`` (to the first content chunk) and ``total_s`` (to the end) against the mock's log."""
-
-    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
-        records = [r for r in _stream_records(ex) if r["status"] == 200]
-        if not records or records[-1].get("t_first_token") is None:
-            return False, "no streamed answer in the log: send the payload with 'stream': True"
-        record = records[-1]
-        server_ttft_s = record["t_first_token"] - record["t_start"]
-        server_total_s = record["t_end"] - record["t_start"]
-        if not isinstance(ttft_s, (int, float)) or not isinstance(total_s, (int, float)):
-            return False, f"`ttft_s` and `total_s` should be seconds, got {ttft_s!r}, {total_s!r}"
-        # The client's clock includes the network and the kernel, so it may only read *later*;
-        # a ttft at or past the server's end measured the whole answer, not its first token.
-        if ttft_s < 0.9 * server_ttft_s or ttft_s >= server_total_s:
-            return False, (
-                f"ttft_s is {ttft_s:.3f}; the mock sent its first token {server_ttft_s:.3f} s in "
-                f"and ended at {server_total_s:.3f} s: stop the clock at the first content chunk"
-            )
-        if total_s < 0.9 * server_total_s:
-            return False, (
-                f"total_s is {total_s:.3f} but the stream lasted {server_total_s:.3f} s at the mock: "
-                "read it to [DONE]"
-            )
-        return True, f"first token after {ttft_s:.3f} s, the whole stream {total_s:.3f} s."
-
-
 def check_knee(ex: Exercise, throughput_per_s: Any, knee: Any) -> CheckResult:
     """Levels 1, 2, 4, 8 measured (``throughput_per_s``: concurrency -> answers/s), and ``knee``
     named by the rule: the smallest concurrency within 5% of the highest throughput."""
@@ -1084,23 +1107,6 @@ def check_knee(ex: Exercise, throughput_per_s: Any, knee: Any) -> CheckResult:
         )
 
     return _judge(ex, verdict)
-
-
-def check_cancelled_stream(ex: Exercise, text: Any) -> CheckResult:
-    """A stream closed after its first content token: the mock logged the attempt ended 499."""
-    _wait_for_records(ex)
-
-    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
-        if any(a.status == 200 for a in attempts):
-            return False, (
-                "the mock finished a stream (200): stop reading after the first content chunk "
-                "and leave the `async with` (or call response.close())"
-            )
-        if not any(a.status == 499 for a in attempts):
-            return False, f"the mock logged {sorted({a.status for a in attempts})}, not 499"
-        if not isinstance(text, str) or not text:
-            return False, f"`text` is {text!r}: keep the content received before closing"
-        return True, f"closed after {text!r}; the mock logged the attempt as 499 (client closed)."
 
 
 def check_capped_probe(ex: Exercise, probe: Any) -> CheckResult:
