@@ -947,20 +947,7 @@ async def _stream(
             events.clear()
             await asyncio.sleep(per_token_latency_s)
         events.append(_event(chunk_payload(completion_id, created, chat.model, {"content": piece})))
-    events.append(
-        _event(chunk_payload(completion_id, created, chat.model, {}, reply.finish_reason))
-    )
-    if chat.include_usage:
-        usage = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": chat.model,
-            "choices": [],
-            "usage": usage_payload(prompt_tokens, reply.completion_tokens),
-        }
-        events.append(_event(usage))
-    events.append(b"data: [DONE]\n\n")
+    events += _closing_events(chat, reply, prompt_tokens, completion_id, created)
     await response.write(b"".join(events))
     await response.write_eof()
 
