@@ -15,8 +15,10 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import sys
 import urllib.parse
+from pathlib import Path
 
 from paradigm_kit.batch.probe import (
     DEFAULT_PROMPT,
@@ -82,7 +84,20 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace, base_url: 
         math.isfinite(args.price_per_1k_tokens) and args.price_per_1k_tokens >= 0
     ):
         parser.error("--price-per-1k-tokens must be a number >= 0")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:  # checked before anything is sent: a paid probe must not end on a bad path
+            _check_writable(parser, flag, Path(path))
     return args.max_requests
+
+
+def _check_writable(parser: argparse.ArgumentParser, flag: str, path: Path) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        parser.error(f"{flag} {path} is a directory: give a file name")
+    if not folder.is_dir():
+        parser.error(f"{flag}: the folder {folder} does not exist (create it first)")
+    if not os.access(folder, os.W_OK):
+        parser.error(f"{flag}: the folder {folder} is not writable")
 
 
 def _print_plan(args: argparse.Namespace, base_url: str) -> None:

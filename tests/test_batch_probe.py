@@ -127,6 +127,28 @@ def _cli(*args: str, base_url: str, key: str = "k") -> subprocess.CompletedProce
         ),
         pytest.param((), "http://127.0.0.1:9/v1", "", "PARADIGM_API_KEY", id="no-key"),
         pytest.param((), "http://127.0.0.1:9/v1", "k", "cannot reach", id="unreachable"),
+        # the output paths are checked before anything is sent (port 9 is never reached)
+        pytest.param(
+            ("--json", "/nonexistent/x.json"),
+            "http://127.0.0.1:9/v1",
+            "k",
+            "--json",
+            id="json-in-a-missing-folder",
+        ),
+        pytest.param(
+            ("--plot", "/nonexistent/p.png"),
+            "http://127.0.0.1:9/v1",
+            "k",
+            "--plot",
+            id="plot-in-a-missing-folder",
+        ),
+        pytest.param(
+            ("--json", "/tmp"),
+            "http://127.0.0.1:9/v1",
+            "k",
+            "is a directory",
+            id="json-is-a-directory",
+        ),
     ],
 )
 def test_probe_cli_bad_input_is_one_line_exit_2(args, base_url, key, message) -> None:
