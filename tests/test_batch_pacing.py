@@ -82,6 +82,9 @@ def test_client_bucket_leaves_headroom_under_the_server_limit():
     assert bucket.per_minute < 600
     assert bucket.capacity == 9.0
     assert client_bucket(60).capacity == 1.0  # nothing to spare below one unit
+    # tokens: a tenth of the burst, as one token is no margin for a request of hundreds
+    assert client_bucket(60_000, spare_fraction=0.1).capacity == 900.0
+    assert client_bucket(600, spare_fraction=0.1).capacity == 9.0  # at least one unit
 
 
 def test_pacer_learns_limits_from_ratelimit_headers():
