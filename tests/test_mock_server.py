@@ -427,3 +427,41 @@ def test_running_out_of_file_descriptors_is_reported_once_a_minute_in_one_line()
     assert passed[0].exc_info is None and "file descriptors" in passed[0].getMessage()
     other = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "something else", (), None)
     assert once.filter(other)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_NOFILE is POSIX")
+def test_out_of_file_descriptors_for_real_one_line_then_service_resumes():
+    """Under ``ulimit -n 64``, 80 idle keep-alive connections exhaust the mock's descriptors: its
+    stderr says so in one line (no traceback), and once the idle ones time out it serves again."""
+    import resource
+
+    def low_open_files_limit() -> None:  # in the child, before exec: a macOS shell's kind of limit
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--port", "0", "--latency", "0", "--keepalive-timeout", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=low_open_files_limit,
+    )
+    idle: list[socket.socket] = []
+    try:
+        port = int(URL_LINE.match(process.stdout.readline().strip()).group(1))
+        for _ in range(80):  # each connects and stays idle: the kernel queues what is not accepted
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        # Once the idle connections have timed out (1 s) the mock accepts and answers again.
+        base_url = f"http://127.0.0.1:{port}/api/v2"
+        assert chat_request(base_url)["object"] == "chat.completion"
+        for connection in idle:
+            connection.close()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+    finally:
+        for connection in idle:
+            connection.close()
+        process.kill()
+        process.wait()
+    reports = [line for line in stderr.splitlines() if "out of file descriptors" in line]
+    assert len(reports) == 1, stderr[-2000:]
+    assert "Traceback" not in stderr
