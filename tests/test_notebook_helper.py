@@ -16,6 +16,7 @@ import re
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 import requests
 
@@ -229,6 +230,25 @@ def test_notebook_tool_normalise_rewrites_only_the_metadata(tmp_path: Path, caps
     assert written["metadata"]["language_info"]["version"] == sys.version.split()[0]
     assert written["metadata"]["tags_kept"] is True
     assert capsys.readouterr().out.splitlines()[-1].endswith("already normalised")
+
+
+def test_notebook_tool_execute_in_place_writes_normalised_metadata(tmp_path: Path) -> None:
+    """What `refresh` writes (one tiny notebook run in a real kernel) has normalised metadata."""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    notebook.metadata["kernelspec"] = {
+        "display_name": "Python 3",
+        "language": "python",
+        "name": "python3",
+    }
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(notebook, path)
+
+    notebook_tool.execute_in_place(path)
+
+    written = nbformat.read(path, as_version=4)
+    assert written.cells[0].outputs[0].text == "42\n"
+    assert written.metadata.kernelspec == notebook_tool.KERNELSPEC
+    assert written.metadata.language_info == notebook_tool.language_info()
 
 
 def test_notebook_tool_refuses_a_path_that_is_not_a_notebook(tmp_path: Path, capsys) -> None:
