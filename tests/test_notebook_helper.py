@@ -1,16 +1,31 @@
-"""paradigm_kit.workshop.connect: where a notebook's requests go, and that the key never shows.
+"""The notebooks' helpers: ``paradigm_kit.workshop.connect`` and the metadata of the notebooks.
 
-Each test that needs a server starts the bundled mock itself (through ``connect`` or
-``local_mock``: a subprocess on a free loopback port) and stops it before it ends.
+``connect``: where a notebook's requests go, and that the key never shows. Each test that needs a
+server starts the bundled mock itself (through ``connect`` or ``local_mock``: a subprocess on a
+free loopback port) and stops it before it ends.
+
+Metadata (``tools/notebooks.py normalise``): every committed notebook already stores what
+JupyterLab writes when its kernel starts, so none opens as modified (a refresh that skipped the
+normalisation is caught here, without a browser; tests/test_browser.py checks the real UI).
 """
 
 from __future__ import annotations
 
+import json
+import re
+import sys
+from pathlib import Path
+
+import nbformat
 import pytest
 import requests
 
 from paradigm_kit.settings import DEFAULT_BASE_URL, DEFAULT_MODEL
 from paradigm_kit.workshop import Connection, connect, local_mock, versions
+from tools import notebooks as notebook_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED_NOTEBOOKS = notebook_tool.every_notebook()
 
 SECRET_KEY = "sk-test-0123456789abcdef-never-shown"
 GREETING = {"role": "user", "content": "Say hello to Alice."}
@@ -153,3 +168,94 @@ def test_versions_names_python_and_each_library() -> None:
     names = [line.split()[0] for line in banner.splitlines()]
     assert names == ["Python", "aiohttp", "requests", "tqdm", "matplotlib", "paradigm-kit"]
     assert repr(banner) == str(banner)
+
+
+def stored_metadata(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))["metadata"]
+
+
+@pytest.mark.parametrize("path", COMMITTED_NOTEBOOKS, ids=lambda path: path.stem)
+def test_notebook_metadata_is_what_jupyterlab_writes(path: Path) -> None:
+    """kernelspec and language_info as JupyterLab rewrites them on kernel start: not "modified"."""
+    metadata = stored_metadata(path)
+    stored_version = metadata.get("language_info", {}).get("version")
+    assert metadata.get("kernelspec") == notebook_tool.KERNELSPEC, (
+        "run tools/notebooks.py normalise"
+    )
+    assert metadata.get("language_info") == notebook_tool.language_info(stored_version), (
+        "run tools/notebooks.py normalise"
+    )
+
+
+def test_notebook_metadata_has_one_python_version() -> None:
+    """Every notebook stores the same kernel Python (a refresh on another Python is caught)."""
+    versions_by_name = {
+        path.name: stored_metadata(path)["language_info"]["version"] for path in COMMITTED_NOTEBOOKS
+    }
+    assert len(set(versions_by_name.values())) == 1, versions_by_name
+
+
+def test_notebook_language_info_is_ipykernels() -> None:
+    """The normalised language_info is exactly what this Python's ipykernel reports."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    assert notebook_tool.language_info() == IPythonKernel.language_info
+
+
+def test_notebook_kernelspec_is_the_one_make_installs() -> None:
+    """KERNELSPEC's display name is the one `make venv` gives the kernel it installs."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    installed = re.search(r'ipykernel install .*--display-name "([^"]+)"', makefile)
+    assert installed, "no `ipykernel install --display-name` line in the Makefile"
+    assert notebook_tool.KERNELSPEC["display_name"] == installed.group(1)
+
+
+def test_notebook_tool_normalise_rewrites_only_the_metadata(tmp_path: Path, capsys) -> None:
+    """`normalise` fixes kernelspec/language_info, keeps cells and other metadata, runs nothing."""
+    original = json.loads(COMMITTED_NOTEBOOKS[0].read_text(encoding="utf-8"))
+    stale = json.loads(json.dumps(original))
+    stale["metadata"]["kernelspec"]["display_name"] = "Python 3"
+    stale["metadata"]["language_info"]["version"] = "3.0.0"
+    stale["metadata"]["tags_kept"] = True
+    path = tmp_path / "stale.ipynb"
+    path.write_text(json.dumps(stale), encoding="utf-8")
+
+    assert notebook_tool.main(["normalise", str(path)]) == 0
+    again = notebook_tool.main(["normalise", str(path)])
+
+    written = json.loads(path.read_text(encoding="utf-8"))
+    assert again == 0
+    assert written["cells"] == original["cells"]
+    assert written["metadata"]["kernelspec"] == notebook_tool.KERNELSPEC
+    assert written["metadata"]["language_info"]["version"] == sys.version.split()[0]
+    assert written["metadata"]["tags_kept"] is True
+    assert capsys.readouterr().out.splitlines()[-1].endswith("already normalised")
+
+
+def test_notebook_tool_execute_in_place_writes_normalised_metadata(tmp_path: Path) -> None:
+    """What `refresh` writes (one tiny notebook run in a real kernel) has normalised metadata."""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    notebook.metadata["kernelspec"] = {
+        "display_name": "Python 3",
+        "language": "python",
+        "name": "python3",
+    }
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(notebook, path)
+
+    notebook_tool.execute_in_place(path)
+
+    written = nbformat.read(path, as_version=4)
+    assert written.cells[0].outputs[0].text == "42\n"
+    assert written.metadata.kernelspec == notebook_tool.KERNELSPEC
+    assert written.metadata.language_info == notebook_tool.language_info()
+
+
+def test_notebook_tool_refuses_a_path_that_is_not_a_notebook(tmp_path: Path, capsys) -> None:
+    """A missing or non-.ipynb path: one line on stderr, exit 2, nothing written."""
+    missing = tmp_path / "missing.ipynb"
+    assert notebook_tool.main(["normalise", str(missing)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "not a notebook file" in error
+    assert str(missing) in error

@@ -1,4 +1,4 @@
-"""Keep the committed notebooks honest: ``python tools/notebooks.py check|refresh``.
+"""Keep the committed notebooks honest: ``python tools/notebooks.py check|refresh|normalise``.
 
 Notebook 03 writes ``scripts/speed_test.py`` with a ``%%writefile ../scripts/speed_test.py`` cell,
 so the script exists twice: as a file and as a cell body. They must stay identical to the byte.
@@ -11,6 +11,15 @@ so the script exists twice: as a file and as a cell body. They must stay identic
   mock's, never a real key's) and this interpreter's ``bin/`` first on ``PATH`` (so a notebook's
   ``!python`` is the kit's Python, as under ``make lab``). A cell that raises stops the refresh
   and leaves that notebook unwritten.
+* ``normalise [NOTEBOOK...]``: rewrite only the metadata JupyterLab rewrites (below) of the given
+  notebooks (default: every lesson and solution), executing nothing; cells are left as they are.
+
+Every notebook this tool writes has its metadata normalised first: ``kernelspec`` set to the
+kernel ``make venv`` installs and ``language_info`` to what that kernel reports. When a kernel
+starts, JupyterLab replaces both keys with exactly those values, so a committed notebook holding
+anything else ("Python 3" instead of "Python 3 (paradigm-kit)", another Python version) shows as
+modified the moment an attendee opens it, before a cell has run. Run this tool with the kit's
+``.venv`` Python (``make`` does): ``language_info.version`` is the running interpreter's.
 
 Executions go through nbclient with ``record_timing=False``, so no per-cell timestamps end up in
 the committed files; the execution counts come out 1..n because every kernel is fresh.
@@ -25,7 +34,15 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["WRITEFILE_LINE", "check_writefile_cell", "execute_in_place", "find_writefile_cell"]
+__all__ = [
+    "KERNELSPEC",
+    "WRITEFILE_LINE",
+    "check_writefile_cell",
+    "execute_in_place",
+    "find_writefile_cell",
+    "language_info",
+    "normalise_metadata",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = ROOT / "notebooks"
@@ -34,6 +51,38 @@ WRITEFILE_LINE = "%%writefile ../scripts/speed_test.py"
 SEED_SCRIPT = ROOT / "scripts" / "seed_speed_test.py"  # the seed's script, as published
 SEED_WRITEFILE_LINE = "%%writefile ../scripts/seed_speed_test.py"
 CELL_TIMEOUT_S = 600
+# The kernelspec `make venv` installs (`ipykernel install --name python3 --display-name ...`), as
+# JupyterLab copies it into a notebook's metadata when the kernel starts: these three keys only.
+KERNELSPEC = {"display_name": "Python 3 (paradigm-kit)", "language": "python", "name": "python3"}
+
+
+def language_info(python_version: str | None = None) -> dict:
+    """What ipykernel reports as ``language_info`` (``IPythonKernel.language_info``) on a Python."""
+    version = python_version or sys.version.split()[0]  # ipykernel's own expression
+    return {
+        "codemirror_mode": {"name": "ipython", "version": int(version.split(".")[0])},
+        "file_extension": ".py",
+        "mimetype": "text/x-python",
+        "name": "python",
+        "nbconvert_exporter": "python",
+        "pygments_lexer": "ipython3",
+        "version": version,
+    }
+
+
+def normalise_metadata(notebook: nbformat.NotebookNode, python_version: str | None = None) -> bool:
+    """Set the metadata JupyterLab rewrites on kernel start to its values; True if any changed."""
+    wanted = {"kernelspec": KERNELSPEC, "language_info": language_info(python_version)}
+    changed = any(notebook.metadata.get(key) != value for key, value in wanted.items())
+    for key, value in wanted.items():
+        notebook.metadata[key] = nbformat.from_dict(value)
+    return changed
+
+
+def write_notebook(notebook: nbformat.NotebookNode, path: Path) -> None:
+    """Every write of this tool: normalised metadata first, then nbformat's own layout."""
+    normalise_metadata(notebook)
+    nbformat.write(notebook, path)
 
 
 def find_writefile_cell(
@@ -72,7 +121,7 @@ def sync_writefile_cell() -> Path:
     path, index = find_writefile_cell()
     notebook = nbformat.read(path, as_version=4)
     notebook.cells[index].source = WRITEFILE_LINE + "\n" + SCRIPT.read_text(encoding="utf-8")
-    nbformat.write(notebook, path)
+    write_notebook(notebook, path)
     return path
 
 
@@ -96,27 +145,64 @@ def execute_in_place(path: Path) -> None:
         resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute(env=kernel_environment())  # passed on to the kernel's launch
-    nbformat.write(notebook, path)
+    write_notebook(notebook, path)  # nbclient stored the kernel's language_info: same values
+
+
+def every_notebook() -> list[Path]:
+    """The lessons in name order, then their solutions."""
+    return sorted(NOTEBOOKS_DIR.glob("*.ipynb")) + sorted(NOTEBOOKS_DIR.glob("solutions/*.ipynb"))
+
+
+def normalise_in_place(paths: list[Path]) -> None:
+    """Rewrite the metadata of each notebook that needs it; cells untouched, nothing executed."""
+    for path in paths:
+        notebook = nbformat.read(path, as_version=4)
+        if normalise_metadata(notebook):
+            nbformat.write(notebook, path)
+            print(f"normalised {display(path)}")
+        else:
+            print(f"{display(path)}: already normalised")
+
+
+def display(path: Path) -> str:
+    """A path as the user reads it: relative to the repository when it is inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def check_scripts() -> int:
+    """``check``: each %%writefile cell against its script; 1 if any differs."""
+    problems = [
+        check_writefile_cell(script=script, line=line)
+        for script, line in ((SCRIPT, WRITEFILE_LINE), (SEED_SCRIPT, SEED_WRITEFILE_LINE))
+    ]
+    for problem, line in zip(problems, (WRITEFILE_LINE, SEED_WRITEFILE_LINE), strict=True):
+        print(problem or f"{line}: the cell equals its script")
+    return 1 if any(problems) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 on success, 1 when ``check`` finds a difference, 2 on a bad argument or notebook."""
     parser = argparse.ArgumentParser(prog="python tools/notebooks.py")
-    parser.add_argument("command", choices=["check", "refresh"])
-    parser.add_argument("notebooks", nargs="*", type=Path, help="refresh only these (default: all)")
+    parser.add_argument("command", choices=["check", "refresh", "normalise"])
+    parser.add_argument(
+        "notebooks", nargs="*", type=Path, help="refresh/normalise only these (default: all)"
+    )
     args = parser.parse_args(argv)
-    command = args.command
-    if command == "check":
-        problems = [
-            check_writefile_cell(script=script, line=line)
-            for script, line in ((SCRIPT, WRITEFILE_LINE), (SEED_SCRIPT, SEED_WRITEFILE_LINE))
-        ]
-        for problem, line in zip(problems, (WRITEFILE_LINE, SEED_WRITEFILE_LINE), strict=True):
-            print(problem or f"{line}: the cell equals its script")
-        return 1 if any(problems) else 0
-    print(f"synced {sync_writefile_cell().relative_to(ROOT)} from {SCRIPT.relative_to(ROOT)}")
-    every = sorted(NOTEBOOKS_DIR.glob("*.ipynb")) + sorted(NOTEBOOKS_DIR.glob("solutions/*.ipynb"))
-    for path in [p.resolve() for p in args.notebooks] or every:
-        print(f"executing {path.relative_to(ROOT)} ...", flush=True)
+    if args.command == "check":
+        return check_scripts()
+    paths = [path.resolve() for path in args.notebooks] or every_notebook()
+    not_notebooks = [str(path) for path in paths if not path.is_file() or path.suffix != ".ipynb"]
+    if not_notebooks:
+        print(
+            f"tools/notebooks.py: not a notebook file: {', '.join(not_notebooks)}", file=sys.stderr
+        )
+        return 2
+    if args.command == "normalise":
+        normalise_in_place(paths)
+        return 0
+    print(f"synced {display(sync_writefile_cell())} from {display(SCRIPT)}")
+    for path in paths:
+        print(f"executing {display(path)} ...", flush=True)
         execute_in_place(path)
     return 0
 
