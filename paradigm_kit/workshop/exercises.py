@@ -699,6 +699,13 @@ EXERCISES.update(
         ),
     }
 )
+NOT_STARTED_HINTS.update(
+    {
+        "10-admission": "gather all 20 of ex.payloads() at once, each with a max_tokens you chose",
+        "10-cost": "send the 5 of ex.payloads() and keep their JSON bodies (their usage is priced)",
+        "10-cap": "send ex.payloads() in order, 4 in flight, each once its worst case fits the cap",
+    }
+)
 __all__ += [
     "EXERCISE_CAP",
     "EXERCISE_PRICE_PER_1M_INPUT",
