@@ -35,12 +35,14 @@ Design
 The checks, by notebook: 01 ``check_first_call``, ``check_401_reported``; 02
 ``check_input_order``, ``check_one_failure_contained``, ``check_bounded``; 03
 ``check_all_at_once``, ``check_ideal_time``; 04 ``check_top_level_await``,
-``check_subprocess_run``; 05 ``check_bounded`` (a pool of workers), ``check_retry_after``. Session reuse is not checked: the mock's log
-does not record which connection carried a request.
+``check_subprocess_run``; 05 ``check_bounded`` (a pool of workers), ``check_retry_after``; 05b
+``check_failures_recorded``, ``check_progress``, ``check_resumed``, ``check_batch_summary``.
+Session reuse is not checked: the mock's log does not record which connection carried a request.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
@@ -697,6 +699,13 @@ EXERCISES.update(
         ),
     }
 )
+NOT_STARTED_HINTS.update(
+    {
+        "10-admission": "gather all 20 of ex.payloads() at once, each with a max_tokens you chose",
+        "10-cost": "send the 5 of ex.payloads() and keep their JSON bodies (their usage is priced)",
+        "10-cap": "send ex.payloads() in order, 4 in flight, each once its worst case fits the cap",
+    }
+)
 __all__ += [
     "EXERCISE_CAP",
     "EXERCISE_PRICE_PER_1M_INPUT",
@@ -1128,6 +1137,242 @@ def check_capped_probe(ex: Exercise, probe: Any) -> CheckResult:
         return True, (
             f"{sent} requests (budget {PROBE_EXERCISE_BUDGET}), recommended concurrency "
             f"{recommended} ({probe.stopped_because})."
+        )
+
+    return _judge(ex, verdict)
+
+
+# === 05b · nothing lost, and the runner (helper N's block: specs and checks of lesson 05b) ======
+
+#: 5b.A's mock refuses about a fifth of the attempts with a 503 (and a short Retry-After), so a
+#: batch that does not retry loses answers; its payload 7 asks for an unknown model (a 404).
+_FLAKY_503_MOCK = (
+    ("latency_s", 0.05),
+    ("error_rate", 0.2),
+    ("error_statuses", "503"),
+    ("retry_after_s", 0.1),
+    ("seed", 2),
+)
+#: 5b.B's mock answers in 0.1 to 0.4 s (seeded jitter), so requests finish out of input order.
+_JITTER_MOCK = (("latency_s", 0.1), ("jitter_s", 0.3), ("seed", 4))
+#: 5b.C: the first run wrote a whole line for this many requests, then tore the next one.
+RESUME_DONE = 12
+RESUME_TORN_LINE = '{"id": "q013", "attempts": 1, "resp'  # no closing brace, no newline
+
+EXERCISES.update(
+    {
+        "05b-failures": ExerciseSpec(failing_index=7, mock_flags=_FLAKY_503_MOCK),
+        "05b-progress": ExerciseSpec(mock_flags=_JITTER_MOCK),
+        "05b-resume": ExerciseSpec(mock_flags=(("latency_s", 0.05),)),
+        "05b-run-batch": ExerciseSpec(mock_flags=_FLAKY_503_MOCK),
+    }
+)
+NOT_STARTED_HINTS.update(
+    {
+        "05b-failures": "send the 20 of ex.payloads(), retrying a 503, recording a 4xx at once",
+        "05b-progress": "send the 20 of ex.payloads(), 5 at a time, a tqdm bar moved per answer",
+        "05b-resume": "send only the requests of input_path without a whole line in output_path",
+        "05b-run-batch": "await run_batch(ex.payloads(), output_path, base_url=ex.base_url, ...)",
+    }
+)
+__all__ += [
+    "RESUME_DONE",
+    "check_batch_summary",
+    "check_failures_recorded",
+    "check_progress",
+    "check_resumed",
+    "request_id",
+    "write_resume_files",
+]
+
+
+def request_id(index: int) -> str:
+    """The id of request ``index`` (0-based) in 5b's files: ``q001``, ``q002``, ..."""
+    return f"q{index + 1:03d}"
+
+
+def _record_text(record: Any) -> str | None:
+    """The reply's text of a result: a reply (any shape ``reply_text`` reads), or a runner-style
+    record ``{"id": ..., "response": body}``; None for an error record or a failure."""
+    if isinstance(record, dict) and "response" in record:
+        return reply_text(record["response"])
+    return reply_text(record)
+
+
+def _error_status(record: Any) -> Any:
+    """The ``status`` of an error record ``{"error": {"status": ..., ...}}``, else None."""
+    error = record.get("error") if isinstance(record, dict) else None
+    return error.get("status") if isinstance(error, dict) else None
+
+
+def _by_identity(attempts: list[Attempt]) -> dict[str, list[Attempt]]:
+    """Each request's attempts (the mock's identity: an Idempotency-Key, else the body's hash)."""
+    tries: dict[str, list[Attempt]] = {}
+    for attempt in attempts:
+        tries.setdefault(attempt.identity, []).append(attempt)
+    return tries
+
+
+def check_failures_recorded(ex: Exercise, results: Any) -> CheckResult:
+    """Every good request ends answered (503s retried), the bad one (a 404) is sent once and
+    kept as an error record ``{"error": {"status": 404, "message": ...}}`` in its place."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        bad = ex.spec.failing_index
+        sent_404 = sum(a.status == 404 for a in attempts)
+        if sent_404 > 1:
+            return False, (
+                f"the request with the unknown model was sent {sent_404} times: a 404 cannot "
+                "succeed, record it after its first answer"
+            )
+        answered = sum(tries[-1].status == 200 for tries in _by_identity(attempts).values())
+        good = len(ex.names) - 1
+        if answered < good:
+            return False, (
+                f"{answered} of the {good} good requests ended answered: retry a 503 "
+                "(after its Retry-After) until it succeeds"
+            )
+        if not isinstance(results, (list, tuple)) or len(results) != len(ex.names):
+            return False, f"`results`: a list of {len(ex.names)} results, in input order"
+        if isinstance(results[bad], BaseException):
+            return False, (
+                f"results[{bad}] is an exception ({type(results[bad]).__name__}): keep a record "
+                "instead, {'error': {'status': 404, 'message': ...}}"
+            )
+        if _error_status(results[bad]) != 404:
+            return False, (
+                f"results[{bad}] is {str(results[bad])[:60]!r}: the error record "
+                "{'error': {'status': 404, 'message': <the server's message>}}"
+            )
+        for index, (name, record) in enumerate(zip(ex.names, results, strict=True)):
+            text = _record_text(record)
+            if index != bad and (text is None or name not in text):
+                return False, (
+                    f"results[{index}] should greet {name}: keep the results in input order"
+                )
+        return True, (
+            f"{good} answers and one error record (404, sent once) in place {bad}: "
+            "the batch survived its bad request."
+        )
+
+    return _judge(ex, verdict)
+
+
+def check_progress(ex: Exercise, replies: Any, bar: Any) -> CheckResult:
+    """2 to 5 requests in flight at once, a bar at 20 of 20, and the replies in input order."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        peak = peak_in_flight(attempts)
+        if peak > 5:
+            return False, f"{peak} requests were in flight at once: at most 5"
+        if peak < 2:
+            return False, "one request at a time: put up to 5 in flight (a Semaphore or workers)"
+        n, total = getattr(bar, "n", None), getattr(bar, "total", None)
+        if (n, total) != (len(ex.names), len(ex.names)):
+            return False, (
+                f"the bar reads {n}/{total}: tqdm(total={len(ex.names)}), and bar.update(1) "
+                "as each request finishes"
+            )
+        problem = _answers_problem(ex, attempts, replies)
+        if problem:
+            return False, problem
+        return True, f"the bar reached {n}/{total}, {peak} in flight at most, replies in order."
+
+    return _judge(ex, verdict)
+
+
+def write_resume_files(ex: Exercise, folder: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """5b.C's files in ``folder``: the input (one request a line, ids ``q001``...) and the output
+    an interrupted first run left (``RESUME_DONE`` whole lines, then a torn one)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    input_path, output_path = folder / "requests.jsonl", folder / "results.jsonl"
+    with open(input_path, "w", encoding="utf-8") as lines:
+        for index, payload in enumerate(ex.payloads()):
+            lines.write(json.dumps({"id": request_id(index), **payload}) + "\n")
+    with open(output_path, "w", encoding="utf-8") as lines:
+        for index, name in enumerate(ex.names[:RESUME_DONE]):
+            body = {"choices": [{"message": {"content": f"Bonjour {name} ! (first run)"}}]}
+            lines.write(json.dumps({"id": request_id(index), "response": body}) + "\n")
+        lines.write(RESUME_TORN_LINE)
+    return input_path, output_path
+
+
+def _output_problem(ex: Exercise, output_path: Any) -> str | None:
+    """What is wrong with 5b.C's output file after the resume, or None."""
+    try:
+        lines = Path(output_path).read_text(encoding="utf-8").splitlines()
+    except (OSError, TypeError) as error:
+        return f"could not read `output_path` ({error}): the results file of write_resume_files"
+    ids = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return (
+                f"line {number} of the output is not JSON ({line[:40]!r}): drop the torn last "
+                "line before appending (scan_output(path) does)"
+            )
+        ids.append(record.get("id") if isinstance(record, dict) else None)
+        index = next((i for i, name in enumerate(ex.names) if request_id(i) == ids[-1]), None)
+        text = _record_text(record)
+        if index is not None and (text is None or ex.names[index] not in text):
+            return f"the line of {ids[-1]} should greet {ex.names[index]}, reads {text!r:.60}"
+    expected = [request_id(i) for i in range(len(ex.names))]
+    if sorted(map(str, ids)) != expected:
+        doubled = sorted({i for i in ids if ids.count(i) > 1})
+        missing = sorted(set(expected) - set(ids))
+        return f"every id exactly once, but doubled {doubled[:3]}, missing {missing[:3]}"
+    return None
+
+
+def check_resumed(ex: Exercise, output_path: Any) -> CheckResult:
+    """Only the requests without a whole line were sent, and the output ends with one line per id."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        to_send = len(ex.names) - RESUME_DONE
+        tries = _by_identity(attempts)
+        if len(tries) > to_send:
+            return False, (
+                f"{len(tries)} different requests reached the mock, but only {to_send} had no "
+                f"whole line: skip the ids already in the output (the torn line is not one)"
+            )
+        answered = sum(t[-1].status == 200 for t in tries.values())
+        if answered < to_send:
+            return False, f"the mock answered {answered} of the {to_send} requests left to do"
+        problem = _output_problem(ex, output_path)
+        if problem:
+            return False, problem
+        return True, (
+            f"{to_send} sent, {RESUME_DONE} skipped, the torn line dropped: every id exactly once."
+        )
+
+    return _judge(ex, verdict)
+
+
+def check_batch_summary(ex: Exercise, summary: Any, requests_retried: Any) -> CheckResult:
+    """A ``run_batch`` summary with every request answered, and ``requests_retried`` (how many
+    requests needed more than one attempt) as the mock's log counts them."""
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        if not hasattr(summary, "requests_retried"):
+            return (
+                False,
+                f"`summary` is {type(summary).__name__}: what `await run_batch(...)` returns",
+            )
+        tries = _by_identity(attempts)
+        retried = sum(len(t) > 1 for t in tries.values())
+        retries = sum(len(t) - 1 for t in tries.values())
+        if summary.succeeded != len(ex.names):
+            return False, f"the summary says {summary.succeeded} of {len(ex.names)} succeeded"
+        if requests_retried != retried:
+            hint = "read it from the summary"
+            if requests_retried == retries and retries != retried:
+                hint = "that is the number of retries; how many *requests* were retried?"
+            return False, f"`requests_retried` is {requests_retried!r}: {hint}"
+        return True, (
+            f"{retried} requests needed more than one attempt ({retries} retries), as the mock's "
+            f"log shows; all {len(ex.names)} answered."
         )
 
     return _judge(ex, verdict)
