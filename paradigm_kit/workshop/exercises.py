@@ -85,15 +85,15 @@ class ExerciseSpec:
     """What an exercise sends and against which mock settings."""
 
     n_requests: int = 20
-    mock_flags: tuple[tuple[str, Any], ...] = (("latency", 0.2),)
+    mock_flags: tuple[tuple[str, Any], ...] = (("latency_s", 0.2),)
     failing_index: int | None = None  # this payload asks for an unknown model (a 404)
 
     @property
     def latency_s(self) -> float:
-        return float(dict(self.mock_flags).get("latency", 0.5))
+        return float(dict(self.mock_flags).get("latency_s", 0.5))
 
 
-RETRY_MOCK = (("latency", 0.05), ("error_rate", 0.3), ("error_statuses", "429"), ("seed", 5))
+RETRY_MOCK = (("latency_s", 0.05), ("error_rate", 0.3), ("error_statuses", "429"), ("seed", 5))
 EXERCISES = {
     "01-first-call": ExerciseSpec(n_requests=1),
     "01-401": ExerciseSpec(n_requests=1),
@@ -689,13 +689,13 @@ RAW_HEADERS_RPM = 900  # the 11-raw-headers mock's limit, which only its headers
 
 EXERCISES.update(
     {
-        "10-admission": ExerciseSpec(mock_flags=(("latency", 0.2), ("tpm", ADMISSION_TPM))),
-        "10-cost": ExerciseSpec(n_requests=5, mock_flags=(("latency", 0.05),)),
-        "10-cap": ExerciseSpec(mock_flags=(("latency", 0.05),)),
+        "10-admission": ExerciseSpec(mock_flags=(("latency_s", 0.2), ("tpm", ADMISSION_TPM))),
+        "10-cost": ExerciseSpec(n_requests=5, mock_flags=(("latency_s", 0.05),)),
+        "10-cap": ExerciseSpec(mock_flags=(("latency_s", 0.05),)),
         "11-sdk-bound": ExerciseSpec(),
         "11-sdk-retries": ExerciseSpec(mock_flags=RETRY_MOCK),
         "11-raw-headers": ExerciseSpec(
-            n_requests=1, mock_flags=(("latency", 0.05), ("rpm", RAW_HEADERS_RPM))
+            n_requests=1, mock_flags=(("latency_s", 0.05), ("rpm", RAW_HEADERS_RPM))
         ),
     }
 )
