@@ -22,12 +22,15 @@ demo: venv
 
 ## The whole test suite: package, scripts, notebooks (nbval + papermill), the browser test; the
 ## package tests and notebooks also on the other Pythons pyenv has (KIT_OTHER_PYTHONS= to skip).
+## Three pytest workers (pytest-xdist): a notebook's run mostly waits on the mock, so three overlap
+## on 2 cores; the browser tests stay together on one worker (--dist loadgroup).
+PYTEST_WORKERS ?= 3
 test: venv
-	tests/other_pythons.sh $(BIN)/python -m pytest
+	tests/other_pythons.sh $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 ## The same on this Python only.
 test-fast: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -51,7 +51,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.browser
+# One worker runs the whole module under pytest-xdist (`--dist loadgroup`): one JupyterLab, one
+# Chromium, and each notebook checked unmodified before it is run.
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = (
