@@ -171,6 +171,15 @@ def test_a_client_mistake_is_a_json_4xx(base_url, http, body, headers, status):
     assert_json_error_or_success(response)
 
 
+def test_an_unreadable_body_closes_the_connection_and_says_so(base_url, http):
+    """The mock cannot read another request after a half-decoded body: its 400 says
+    `Connection: close`, so the client's pool opens a new connection for the next request."""
+    response = post(http, base_url, b"not gzip at all", **{"Content-Encoding": "gzip"})
+    assert response.status_code == 400
+    assert response.headers.get("Connection", "").lower() == "close"
+    assert post(http, base_url, message()).status_code == 200  # same session, next request
+
+
 def test_a_2_mib_prompt_is_accepted_and_over_8_mib_is_a_json_413(base_url, http):
     long_prompt = message(content="word " * (2 * 1024 * 1024 // 5))
     assert post(http, base_url, long_prompt).status_code == 200

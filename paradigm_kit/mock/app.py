@@ -146,6 +146,7 @@ class ClientError(Exception):
         error_type: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        close_connection: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -153,6 +154,9 @@ class ClientError(Exception):
         self.error_type = error_type
         self.code = code
         self.param = param
+        # True when the connection cannot carry another request (a body left half-read): the
+        # answer then says `Connection: close`, so a client's pool does not reuse a closing socket
+        self.close_connection = close_connection
 
 
 # --- rate limits ----------------------------------------------------------------------------
@@ -333,7 +337,10 @@ def json_response(
 
 def error_response(error: ClientError, headers: dict[str, str] | None = None) -> web.Response:
     payload = error_payload(error.message, error.error_type, error.code, error.param)
-    return json_response(payload, error.status, headers)
+    response = json_response(payload, error.status, headers)
+    if error.close_connection:
+        response.force_close()
+    return response
 
 
 def _method_not_allowed(allowed: str):
@@ -516,6 +523,7 @@ async def read_body(request: web.Request) -> bytes:
             413,
             f"The body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB.",
             code="request_too_large",
+            close_connection=True,
         ) from None
     except (
         RequestPayloadError,
@@ -528,6 +536,7 @@ async def read_body(request: web.Request) -> bytes:
             400,
             f"The body could not be read ({type(error).__name__}): check Content-Encoding.",
             code="invalid_body",
+            close_connection=True,
         ) from None
 
 
