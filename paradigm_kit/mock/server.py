@@ -153,7 +153,12 @@ class _OnceAMinute(logging.Filter):
         self._suppressed = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "out of system resource" not in record.getMessage():
+        message = record.getMessage()
+        if "_start_serving" in message and record.exc_info and record.exc_info[0] is ValueError:
+            # asyncio's resume-accepting timer firing after shutdown closed the listening socket
+            # ("Invalid file descriptor: -1", seen on 3.13): nothing left to resume
+            return False
+        if "out of system resource" not in message:
             return True
         now_s = time.monotonic()
         if now_s - self._last_s < 60.0:
