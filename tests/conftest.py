@@ -8,6 +8,7 @@
   with the CLI flags as keyword arguments (dashes as underscores; ``latency`` defaults to 0
   here, not 0.5); every mock it started is
   stopped when the test ends.
+* an autouse module fixture stops the exercises' mocks (``exercise(...)``) after each module.
 * ``api_key``: a dummy key; any non-empty key works unless a mock is started with ``api_key=``.
 * ``run_python(*args, env=...)`` (``from conftest import run_python``): this interpreter run on
   ``args`` (``"-m", "paradigm_kit.doctor"``), output captured as text, with a timeout.
@@ -29,8 +30,17 @@ from collections.abc import Callable, Iterator, Mapping
 import pytest
 
 from paradigm_kit.mock import running_mock, start_mock
+from paradigm_kit.workshop.exercises import stop_exercise_mocks
 
 TEST_API_KEY = "test-key-not-a-secret"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_exercise_mocks() -> Iterator[None]:
+    """Stop the mocks the exercises start on first use (``exercise(...)``) once a module is done,
+    so that one module's mocks do not outlive it; a module that started none costs nothing."""
+    yield
+    stop_exercise_mocks()
 
 
 def run_python(

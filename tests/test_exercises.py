@@ -29,16 +29,7 @@ from paradigm_kit.workshop.exercises import (
     exercise,
     peak_in_flight,
     reply_text,
-    stop_exercise_mocks,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def exercise_mocks():
-    """Stop the mocks the exercises start, once this module is done."""
-    yield
-    stop_exercise_mocks()
-
 
 # --- small clients: the attempts a learner might write ------------------------------------------
 

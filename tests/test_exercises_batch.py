@@ -26,15 +26,8 @@ from paradigm_kit.workshop.exercises import (
     check_resumed,
     exercise,
     reply_text,
-    stop_exercise_mocks,
     write_resume_files,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_mocks():
-    yield
-    stop_exercise_mocks()
 
 
 async def send_with_retries(session, ex, payload, *, retry_5xx=True, max_attempts=8):

@@ -12,7 +12,6 @@ import asyncio
 import time
 
 import aiohttp
-import pytest
 
 from paradigm_kit.batch.probe import probe_capacity
 from paradigm_kit.workshop.exercises import (
@@ -22,14 +21,7 @@ from paradigm_kit.workshop.exercises import (
     check_knee,
     check_littles_law,
     exercise,
-    stop_exercise_mocks,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_mocks():
-    yield
-    stop_exercise_mocks()
 
 
 async def send_bounded(ex, payloads, bound):

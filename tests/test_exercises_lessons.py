@@ -11,7 +11,6 @@ import asyncio
 
 import aiohttp
 import openai
-import pytest
 
 from paradigm_kit.workshop.exercises import (
     EXERCISE_CAP,
@@ -23,16 +22,8 @@ from paradigm_kit.workshop.exercises import (
     check_spending_cap,
     exercise,
     price_of,
-    stop_exercise_mocks,
     worst_case_price,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def exercise_mocks():
-    """Stop the mocks the exercises start, once this module is done."""
-    yield
-    stop_exercise_mocks()
 
 
 async def post_body(session, ex, payload):

@@ -13,7 +13,6 @@ import json
 import time
 
 import aiohttp
-import pytest
 
 from paradigm_kit.sse import SSEDecoder
 from paradigm_kit.workshop.exercises import (
@@ -21,15 +20,7 @@ from paradigm_kit.workshop.exercises import (
     check_stream_read,
     check_ttft,
     exercise,
-    stop_exercise_mocks,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def exercise_mocks():
-    """Stop the mocks the exercises start, once this module is done."""
-    yield
-    stop_exercise_mocks()
 
 
 def content_of(event):
