@@ -12,6 +12,8 @@
 * ``api_key``: a dummy key; any non-empty key works unless a mock is started with ``api_key=``.
 * ``run_python(*args, env=...)`` (``from conftest import run_python``): this interpreter run on
   ``args`` (``"-m", "paradigm_kit.doctor"``), output captured as text, with a timeout.
+* ``serving_app(app)`` (``from conftest import serving_app``): ``async with`` it to serve a test's
+  own ``aiohttp.web.Application`` on a free loopback port; it yields the root URL.
 * ``FakeClock`` (``from conftest import FakeClock``) and the ``fake_clock`` fixture: a clock that
   moves only when told (``advance``) or when a fake ``sleep`` is awaited, for the mock's
   ``create_app(clock=...)``, ``TokenBucket`` and the runner's ``Pacer``: counted, never timed.
@@ -23,11 +25,13 @@ Base URLs look like ``http://127.0.0.1:PORT/api/v2``; ``paradigm_kit.mock.mock_s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import pytest
+from aiohttp import web
 
 from paradigm_kit.mock import running_mock, start_mock
 from paradigm_kit.workshop.exercises import stop_exercise_mocks
@@ -50,6 +54,18 @@ def run_python(
     return subprocess.run(
         [sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout_s
     )
+
+
+@contextlib.asynccontextmanager
+async def serving_app(app: web.Application) -> AsyncIterator[str]:
+    """``app`` (a test's own fake server) on a free loopback port: yields ``http://127.0.0.1:PORT``."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 class FakeClock:

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from aiohttp import web
+from conftest import serving_app
 
 from paradigm_kit.batch.probe import ProbeLevel, find_knee, level_size, plan_probe, probe_capacity
 
@@ -69,15 +70,8 @@ async def _slot_server(slots: int, work_s: float, test):
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        return await test(f"http://127.0.0.1:{port}/v1"), sent["n"]
-    finally:
-        await runner.cleanup()
+    async with serving_app(app) as root_url:
+        return await test(f"{root_url}/v1"), sent["n"]
 
 
 def test_probe_finds_the_knee_of_a_four_slot_server() -> None:

@@ -9,6 +9,7 @@ import json
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import serving_app
 
 from paradigm_kit.batch import BatchConfigError, Pacer, estimate_batch, preflight, run_batch
 from paradigm_kit.batch.runner import idempotency_key
@@ -105,22 +106,15 @@ def test_run_batch_never_retries_a_final_status(tmp_path, status):
     async def scenario() -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", chat)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        try:
+        async with serving_app(app) as root_url:
             await run_batch(
                 make_requests(3),
                 tmp_path / "out.jsonl",
-                base_url=f"http://127.0.0.1:{port}/v1",
+                base_url=f"{root_url}/v1",
                 api_key=KEY,
                 check_first=False,
                 progress=False,
             )
-        finally:
-            await runner.cleanup()
 
     asyncio.run(scenario())
     assert len(seen) == 3 == len(set(seen))
@@ -138,16 +132,11 @@ def test_preflight_learns_limits_from_the_models_answer():
     async def scenario() -> Pacer:
         app = web.Application()
         app.router.add_get("/v1/models", models)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
         pacer = Pacer()
-        try:
-            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as session:
-                base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-                assert await preflight(session, base_url, ["alfred-4.2"], pacer) == ["alfred-4.2"]
-        finally:
-            await runner.cleanup()
+        headers = {"Authorization": f"Bearer {KEY}"}
+        async with serving_app(app) as root_url, aiohttp.ClientSession(headers=headers) as session:
+            base_url = f"{root_url}/v1"
+            assert await preflight(session, base_url, ["alfred-4.2"], pacer) == ["alfred-4.2"]
         return pacer
 
     pacer = asyncio.run(scenario())

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import serving_app
 
 from paradigm_kit.batch import run_batch
 from paradigm_kit.batch.streaming import (
@@ -73,16 +74,11 @@ async def _serve(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     app[RELEASE] = asyncio.Event()
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        return await test(f"http://127.0.0.1:{port}/v1", seen)
-    finally:
-        app[RELEASE].set()  # let a stalled handler end, so the server stops at once
-        await runner.cleanup()
+    async with serving_app(app) as root_url:
+        try:
+            return await test(f"{root_url}/v1", seen)
+        finally:
+            app[RELEASE].set()  # let a stalled handler end, so the server stops at once
 
 
 async def _write_stream(request: web.Request, body: bytes, pieces: int = 7) -> web.StreamResponse:
