@@ -269,6 +269,13 @@ def serving(routes: Callable[[web.Application], None]) -> Iterator[str]:
 MODELS = {"object": "list", "data": [{"id": "alfred-4.2", "object": "model"}]}
 
 
+def run_one_line(tmp_path: Path, base_url: str) -> dict:
+    """A one-line batch sent to ``base_url`` with no preflight; its output record."""
+    output = tmp_path / "out.jsonl"
+    run(write_input(tmp_path / "in.jsonl", 1), output, base_url, check_first=False)
+    return json.loads(output.read_text())
+
+
 def chat_ok(request_body: dict) -> dict:
     return {"choices": [{"message": {"role": "assistant", "content": "hi"}}], "usage": {}}
 
@@ -362,13 +369,7 @@ def test_not_implemented_is_not_retried(tmp_path, status):
         app.router.add_post("/v1/chat/completions", chat)
 
     with serving(routes) as base_url:
-        run(
-            write_input(tmp_path / "in.jsonl", 1),
-            tmp_path / "out.jsonl",
-            base_url,
-            check_first=False,
-        )
-    error = json.loads((tmp_path / "out.jsonl").read_text())["error"]
+        error = run_one_line(tmp_path, base_url)["error"]
     assert len(seen) == 1 and error["status"] == status
     assert error["message"] == "Not here"  # a non-API page summarised, tags stripped
 
@@ -435,12 +436,7 @@ def test_no_redirect_is_followed_so_the_key_never_reaches_another_origin(tmp_pat
             app.router.add_post("/v1/chat/completions", moved)
 
         with serving(routes) as base_url:
-            run(
-                write_input(tmp_path / "in.jsonl", 1),
-                tmp_path / "out.jsonl",
-                base_url,
-                check_first=False,
-            )
+            run_one_line(tmp_path, base_url)
     assert reached == []
     assert json.loads((tmp_path / "out.jsonl").read_text())["error"]["status"] == 307
 

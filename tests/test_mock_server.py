@@ -57,6 +57,14 @@ def chat_request(base_url: str, content: str = "hi", headers: dict | None = None
         return json.loads(response.read())
 
 
+def stream_body(content: str) -> dict:
+    return {
+        "model": "alfred-4.2",
+        "stream": True,
+        "messages": [{"role": "user", "content": content}],
+    }
+
+
 @pytest.mark.parametrize(
     "signum", [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGINT, id="SIGINT")]
 )
@@ -288,11 +296,7 @@ def test_streaming_latency_is_spread_over_chunks():
 
         async def scenario():
             async with aiohttp.ClientSession() as session:
-                payload = {
-                    "model": "alfred-4.2",
-                    "stream": True,
-                    "messages": [{"role": "user", "content": "stream"}],
-                }
+                payload = stream_body("stream")
                 reads = 0
                 async with session.post(
                     base_url + "/chat/completions", json=payload, headers=AUTH
@@ -378,11 +382,7 @@ def test_client_leaving_mid_stream_counts_499_and_mock_keeps_serving():
 
         async def scenario():
             async with aiohttp.ClientSession() as session:
-                payload = {
-                    "model": "alfred-4.2",
-                    "stream": True,
-                    "messages": [{"role": "user", "content": "long"}],
-                }
+                payload = stream_body("long")
                 response = await session.post(
                     base_url + "/chat/completions", json=payload, headers=AUTH
                 )
