@@ -228,29 +228,32 @@ def _concurrency(text: str) -> int | str:
     return value
 
 
+def _deadlines_and_policy(args: argparse.Namespace) -> tuple[StreamDeadlines, RetryPolicy]:
+    """The stream deadlines and the retry policy the flags ask for (``ValueError`` if bad)."""
+    deadlines = StreamDeadlines(
+        connect_s=args.connect_timeout,
+        first_token_s=args.first_token_timeout,
+        idle_s=args.idle_timeout,
+        total_s=args.stream_timeout,
+    )
+    policy = RetryPolicy(
+        max_retries=args.max_retries,
+        base_delay_s=args.backoff_base,
+        max_delay_s=args.backoff_max,
+        jitter=args.jitter,
+        max_retry_after_s=args.max_retry_after,
+    )
+    return deadlines, policy
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.max_concurrency < 1:
         parser.error("--max-concurrency must be >= 1")
     try:
-        deadlines = StreamDeadlines(
-            connect_s=args.connect_timeout,
-            first_token_s=args.first_token_timeout,
-            idle_s=args.idle_timeout,
-            total_s=args.stream_timeout,
-        )
-    except ValueError as error:
-        parser.error(str(error))
-    try:
-        policy = RetryPolicy(
-            max_retries=args.max_retries,
-            base_delay_s=args.backoff_base,
-            max_delay_s=args.backoff_max,
-            jitter=args.jitter,
-            max_retry_after_s=args.max_retry_after,
-        )
-    except ValueError as error:
+        deadlines, policy = _deadlines_and_policy(args)
+    except ValueError as error:  # a value the flags' types accept but the run cannot use
         parser.error(str(error))
     try:
         if args.dry_run:

@@ -57,6 +57,15 @@ def chat_request(base_url: str, content: str = "hi", headers: dict | None = None
         return json.loads(response.read())
 
 
+async def stats_once_settled(base_url: str) -> dict:
+    """The mock's stats once nothing is in flight: a hang-up reaches it asynchronously (<= 5 s)."""
+    for _ in range(100):
+        if mock_stats(base_url)["in_flight"] == 0:
+            break
+        await asyncio.sleep(0.05)
+    return mock_stats(base_url)
+
+
 def stream_body(content: str) -> dict:
     return {
         "model": "alfred-4.2",
@@ -265,11 +274,7 @@ def test_slow_fault_outlasts_a_client_timeout_and_counts_499():
                         base_url + "/chat/completions", json=payload, headers=AUTH
                     ) as response:
                         await response.read()
-            for _ in range(100):  # the hang-up reaches the server asynchronously: wait up to 5 s
-                if mock_stats(base_url)["in_flight"] == 0:
-                    break
-                await asyncio.sleep(0.05)
-            return mock_stats(base_url)
+            return await stats_once_settled(base_url)
 
         stats = asyncio.run(scenario())
     assert stats["requests_by_status"] == {"499": 1}
@@ -388,11 +393,7 @@ def test_client_leaving_mid_stream_counts_499_and_mock_keeps_serving():
                 )
                 await response.content.readany()  # the first chunk, then leave
                 response.close()
-            for _ in range(100):  # the hang-up reaches the server asynchronously: wait up to 5 s
-                if mock_stats(base_url)["in_flight"] == 0:
-                    break
-                await asyncio.sleep(0.05)
-            return mock_stats(base_url)
+            return await stats_once_settled(base_url)
 
         stats = asyncio.run(scenario())
         assert stats["requests_by_status"] == {"499": 1}

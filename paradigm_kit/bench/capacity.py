@@ -24,7 +24,6 @@ import math
 from typing import Any
 
 from paradigm_kit.bench.stats import spread
-from paradigm_kit.mock import running_mock
 
 __all__ = ["COLUMNS", "capacity_scenario", "plot_capacity"]
 
@@ -62,7 +61,7 @@ def _points(plan: Any) -> list[tuple[str, float | None]]:
 def capacity_scenario(plan: Any, log: Any) -> dict:
     """The seed's batch, sync vs async, against each capacity model and K."""
     # imported here: scenarios.py imports this module to register the scenario
-    from paradigm_kit.bench.scenarios import _measure_rounds, _ratio_spread, _row
+    from paradigm_kit.bench.scenarios import _measure_on_mock, _ratio_spread, _row
 
     n, latency_s = plan.seed_requests, plan.seed_latency_s
     _, repetitions = SIZES[plan.mode]
@@ -77,15 +76,14 @@ def capacity_scenario(plan: Any, log: Any) -> dict:
         if capacity is not None:
             flags[MODELS[model]] = capacity
         log(f" {model} K={'unlimited' if capacity is None else capacity}")
-        with running_mock(**flags) as base_url:
-            runs = _measure_rounds(
-                base_url,
-                entries,
-                plan,
-                log,
-                repetitions=repetitions,
-                warmup_requests=plan.latency_warmup_requests,
-            )
+        runs = _measure_on_mock(
+            flags,
+            entries,
+            plan,
+            log,
+            repetitions=repetitions,
+            warmup_requests=plan.latency_warmup_requests,
+        )
         factor = _ratio_spread(runs[SYNC], runs[ASYNC], "wall_s")
         ideal = ideal_factor(model, capacity, n)
         for label, _ in entries:

@@ -48,6 +48,14 @@ Log = Callable[[str], None]
 RUN_TIMEOUT_S = 900.0
 
 
+def _measure_on_mock(
+    mock_settings: dict[str, Any], entries: list[tuple[str, dict]], plan: Plan, log: Log, **options
+) -> dict[str, list[dict]]:
+    """``_measure_rounds`` against a mock of its own, started with ``mock_settings``."""
+    with running_mock(**mock_settings) as base_url:
+        return _measure_rounds(base_url, entries, plan, log, **options)
+
+
 def _measure_rounds(
     base_url: str,
     entries: list[tuple[str, dict]],
@@ -164,10 +172,9 @@ def seed_scenario(plan: Plan, log: Log) -> dict:
             {"contender": "runner", "n_requests": n, "concurrency": n, "max_tokens": 150},
         ),
     ]
-    with running_mock(latency_s=latency_s) as base_url:
-        runs = _measure_rounds(
-            base_url, entries, plan, log, warmup_requests=plan.latency_warmup_requests
-        )
+    runs = _measure_on_mock(
+        {"latency_s": latency_s}, entries, plan, log, warmup_requests=plan.latency_warmup_requests
+    )
     sync_runs = runs["sync (requests.Session)"]
     rows = []
     for label, _ in entries:
@@ -246,15 +253,14 @@ def variable_latency_scenario(plan: Plan, log: Log) -> dict:
         "latency_s": plan.variable_latency_s,
         "per_token_latency_s": plan.variable_per_token_latency_s,
     }
-    with running_mock(**flags) as base_url:
-        runs = _measure_rounds(
-            base_url,
-            entries,
-            plan,
-            log,
-            server_latencies=True,
-            warmup_requests=plan.latency_warmup_requests,
-        )
+    runs = _measure_on_mock(
+        flags,
+        entries,
+        plan,
+        log,
+        server_latencies=True,
+        warmup_requests=plan.latency_warmup_requests,
+    )
     sync_runs = runs["sync (requests.Session)"]
     ideal_factors = []
     for run in sync_runs:
@@ -303,8 +309,7 @@ def client_cost_scenario(plan: Plan, log: Log) -> dict:
         n = plan.cost_requests if fast else plan.cost_slow_requests
         bound = plan.cost_concurrency if concurrent else 1
         entries.append((label, {"contender": contender, "n_requests": n, "concurrency": bound}))
-    with running_mock(latency_s=0) as base_url:
-        runs = _measure_rounds(base_url, entries, plan, log)
+    runs = _measure_on_mock({"latency_s": 0}, entries, plan, log)
     bare = runs["bare aiohttp loop"]
     rows = []
     for label, spec in entries:
@@ -373,15 +378,14 @@ def rate_limit_scenario(plan: Plan, log: Log) -> dict:
             {"contender": "runner", "n_requests": n, "concurrency": 100},
         ),
     ]
-    with running_mock(latency_s=0, rpm=rpm) as base_url:
-        runs = _measure_rounds(
-            base_url,
-            entries,
-            plan,
-            log,
-            repetitions=plan.rate_repetitions,
-            warmup_requests=plan.latency_warmup_requests,
-        )
+    runs = _measure_on_mock(
+        {"latency_s": 0, "rpm": rpm},
+        entries,
+        plan,
+        log,
+        repetitions=plan.rate_repetitions,
+        warmup_requests=plan.latency_warmup_requests,
+    )
     rows = []
     for label, _ in entries:
         row = _row(label, runs[label], n)
@@ -417,15 +421,14 @@ def threads_scenario(plan: Plan, log: Log) -> dict:
         (f"asyncio: kit runner C={bound}", {"contender": "runner"}),
     ]
     entries = [(label, {**spec, "n_requests": n, "concurrency": bound}) for label, spec in entries]
-    with running_mock(latency_s=latency_s) as base_url:
-        runs = _measure_rounds(
-            base_url,
-            entries,
-            plan,
-            log,
-            repetitions=plan.threads_repetitions,
-            warmup_requests=plan.latency_warmup_requests,
-        )
+    runs = _measure_on_mock(
+        {"latency_s": latency_s},
+        entries,
+        plan,
+        log,
+        repetitions=plan.threads_repetitions,
+        warmup_requests=plan.latency_warmup_requests,
+    )
     ideal_wall_s = math.ceil(n / bound) * latency_s
     return {
         "title": f"Threads vs asyncio: {n} requests, {bound} in flight, {latency_s} s latency",
