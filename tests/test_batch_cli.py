@@ -166,13 +166,22 @@ def wait_for_lines(output: Path, at_least: int, timeout_s: float = 60) -> None:
     raise AssertionError(f"fewer than {at_least} lines in {output} after {timeout_s} s")
 
 
+def runner_signalled(
+    tmp_path: Path, base_url: str, n_lines: int, after_lines: int, signum: int
+) -> tuple[Path, Path, subprocess.Popen]:
+    """A CLI run over ``n_lines`` sent ``signum`` once ``after_lines`` are written: its input,
+    its output and the process (still to be waited for)."""
+    source, output = write_input(tmp_path / "in.jsonl", n_lines), tmp_path / "out.jsonl"
+    runner = start_runner(source, output, base_url)
+    wait_for_lines(output, after_lines)
+    runner.send_signal(signum)
+    return source, output, runner
+
+
 def test_cli_resume_after_kill_9_finishes_without_duplicates(start_mock_server, tmp_path):
     """kill -9 mid-run, rerun: every id once, no corrupt line, no finished request sent again."""
     base_url = start_mock_server(latency_s=0.05)
-    source, output = write_input(tmp_path / "in.jsonl", 600), tmp_path / "out.jsonl"
-    runner = start_runner(source, output, base_url)
-    wait_for_lines(output, 100)
-    runner.send_signal(signal.SIGKILL)
+    source, output, runner = runner_signalled(tmp_path, base_url, 600, 100, signal.SIGKILL)
     runner.wait(timeout=30)
     with open(output, "rb") as data:  # whole lines only: a torn tail is dropped by the rerun
         finished = [json.loads(line)["id"] for line in data if line.endswith(b"\n")]
@@ -193,10 +202,7 @@ def test_cli_resume_after_kill_9_finishes_without_duplicates(start_mock_server, 
 def test_cli_sigint_stops_gracefully_with_130(start_mock_server, tmp_path):
     """SIGINT: in-flight requests finish and are written, exit 130; a rerun completes the rest."""
     base_url = start_mock_server(latency_s=0.1)
-    source, output = write_input(tmp_path / "in.jsonl", 400), tmp_path / "out.jsonl"
-    runner = start_runner(source, output, base_url)
-    wait_for_lines(output, 40)
-    runner.send_signal(signal.SIGINT)
+    source, output, runner = runner_signalled(tmp_path, base_url, 400, 40, signal.SIGINT)
     _, stderr = runner.communicate(timeout=60)
     assert runner.returncode == 130, stderr
     done = ids_in(output)
