@@ -190,3 +190,53 @@ def test_gate_holds_at_most_the_limit_in_flight() -> None:
 
     asyncio.run(main())
     assert gate.peak_inflight == 7 and gate.inflight == 0
+
+
+def test_controller_calibrates_on_four_answers_at_concurrency_one() -> None:
+    """The first four answers are the baseline's anchor, sent one at a time; then ``initial``."""
+    controller = AdaptiveConcurrency()
+    for _ in range(3):
+        controller.on_sample(1.0, 10, inflight=1, epoch=controller.epoch)
+        assert controller.limit == 1
+    controller.on_sample(1.0, 10, inflight=1, epoch=controller.epoch)
+    assert controller.limit == 8 and controller.history[-1].reason == "calibrated"
+
+
+def test_controller_ramp_judges_the_fresh_half_of_the_window() -> None:
+    """While ramping, a round is half the window (the requests the doubling let in), so a
+    doubling waits for 32 answers at 64, not 48; once settled, a round is the whole window."""
+    controller = AdaptiveConcurrency(calibration_samples=0, initial=64)
+    controller.baseline.add(1.0, 10)
+    for _ in range(31):
+        controller.on_sample(1.0, 10, inflight=64, epoch=controller.epoch)
+    assert controller.limit == 64
+    controller.on_sample(1.0, 10, inflight=64, epoch=controller.epoch)
+    assert controller.limit == 128
+    for _ in range(48):  # twice the load: queueing, the ramp is over
+        controller.on_sample(2.0, 10, inflight=128, epoch=controller.epoch)
+    assert controller.history[-1].reason == "queueing"
+    assert controller.round_size == max(16, min(48, controller.limit))
+
+
+def _closed_loop_on_an_idle_server(controller: AdaptiveConcurrency, latency_s: float) -> list:
+    """A fake clock: each answer takes ``latency_s`` whatever the load (a server with room for
+    all); a slot freed is filled at once, as ``ConcurrencyGate`` does. ``[(t_s, limit)]``."""
+    in_flight: list[tuple[float, int, int]] = []  # (t_end_s, inflight at start, epoch)
+    now_s, limits = 0.0, []
+    while controller.limit < controller.ceiling and now_s < 100 * latency_s:
+        while len(in_flight) < controller.limit:
+            in_flight.append((now_s + latency_s, len(in_flight) + 1, controller.epoch))
+        in_flight.sort()
+        now_s, inflight, epoch = in_flight.pop(0)
+        controller.on_sample(latency_s, 20, inflight=inflight, epoch=epoch)
+        limits.append((now_s, controller.limit))
+    return limits
+
+
+def test_controller_ramps_one_latency_per_doubling() -> None:
+    """An idle server with room for 256: four calibration latencies, then 8 -> 256 in five
+    doublings of about one latency each (TCP's slow start), not the 1.5-2 a whole window took."""
+    controller = AdaptiveConcurrency()
+    limits = _closed_loop_on_an_idle_server(controller, latency_s=1.0)
+    t_ceiling_s = next(t_s for t_s, limit in limits if limit == 256)
+    assert t_ceiling_s <= 4 + 5 + 1

@@ -24,13 +24,24 @@ The ratio of a round's samples (median, so one slow answer changes nothing) is t
 an idle server, n/K a sharing one past its capacity.
 
 The algorithm (one decision per **round**: ``clamp(limit, 16, 48)`` samples of requests that
-*started* under the current limit, so a decision never judges the previous limit's answers):
+*started* under the current limit, so a decision never judges the previous limit's answers;
+while ramping, ``clamp(limit // 2, 8, 48)``, see 2):
 
-1. **Calibrate**: the first ``calibration_samples`` (6) requests go at concurrency 1, the
-   baseline's anchor (Envoy measures its minRTT at a low concurrency the same way). Cost: six
-   unloaded latencies, once per run.
+1. **Calibrate**: the first ``calibration_samples`` (4) requests go at concurrency 1, the
+   baseline's anchor (Envoy measures its minRTT at a low concurrency the same way). Cost: four
+   unloaded latencies, once per run (it was six: on an idle server with room for 256, the
+   calibration was half of auto's fixed cost; four points already fit the line, and every
+   clearly unloaded round refines it, see ``Baseline``).
 2. **Ramp**: from ``initial`` (8), x2 per round while the ratio stays under ``flat`` (1.15): an
-   idle fast server is reached in log2(256/8) = 5 rounds, not an hour of +1 steps.
+   idle fast server is reached in log2(256/8) = 5 rounds, not an hour of +1 steps. A ramp
+   round is **the fresh half of the window**: when the limit doubles from L/2 to L, L/2 requests
+   start at once, under the full new load, and are the first of the new limit to finish, one
+   latency later; waiting for a whole window (L answers) would take about 1.5 latencies per
+   round. So each doubling costs one latency, as TCP's slow start (x2 per round trip); 8
+   answers at least (a median of 8 still ignores three slow ones). Why not x4, or a higher
+   start: both multiply the one overshoot round's latency (x4 past K, or 16 on a server of
+   capacity 1 makes each answer 16 times as long, and timeouts), for a gain of one or two
+   latencies per run.
 3. **Queueing** (ratio above ``high``, 1.3): the server is past its capacity by that ratio, so
    K ~ limit / ratio; the limit goes to ``target`` (1.15) x that estimate, never above 0.9 x
    the current limit. Between ``flat`` and ``high`` the limit holds: that is the band.
@@ -173,7 +184,7 @@ class AdaptiveConcurrency:
         told_limit: int | None = None,
         initial: int = 8,
         floor: int = 1,
-        calibration_samples: int = 6,
+        calibration_samples: int = 4,
         flat: float = 1.15,
         high: float = 1.3,
         target: float = 1.15,
@@ -206,6 +217,9 @@ class AdaptiveConcurrency:
 
     @property
     def round_size(self) -> int:
+        """Samples per decision: a whole window (16-48) once settled, its fresh half while ramping."""
+        if self._ramping:
+            return max(8, min(48, self.limit // 2))
         return max(16, min(48, self.limit))
 
     def on_sample(
