@@ -209,6 +209,10 @@ class AdaptiveConcurrency:
         self._flat_rounds = 0
         self._rate_ceiling: int | None = None
         self._rate_hold = 0
+        self._rejected = 0  # 429s of the current round (sent under the current limit)
+        self._rate_strikes = 0  # 429 cuts since a round without one at that limit
+        self._rate_hit_limit: int | None = None  # the limit that drew the last 429
+        self._grew_from: int | None = None  # the limit before the last +10% step
         self.samples_seen = 0
         self.history: list[Decision] = [Decision(0, self.limit, "start", None)]
 
@@ -253,6 +257,8 @@ class AdaptiveConcurrency:
         """``kind``: ``"queue_full"`` (503), ``"timeout"`` or ``"rate_limited"`` (429)."""
         if epoch != self.epoch or self._calibrating > 0:
             return
+        if kind == "rate_limited":
+            self._rejected += 1
         severity = {"rate_limited": 1, "timeout": 2, "queue_full": 3}
         if self._overload is None or severity[kind] > severity[self._overload]:
             self._overload = kind
@@ -266,22 +272,31 @@ class AdaptiveConcurrency:
             self._rate_hold -= 1
             if self._rate_hold == 0:
                 self._rate_ceiling = None
-        if self._overload is not None:
-            factor = {"queue_full": 0.5, "timeout": 0.75, "rate_limited": 0.9}[self._overload]
-            if self._overload == "rate_limited":
-                self._rate_ceiling, self._rate_hold = limit, self.rate_hold_rounds
+        grew_from, self._grew_from = self._grew_from, None
+        if self._overload == "rate_limited":
+            self._ramping, self._flat_rounds = False, 0
+            self._set(self._rate_cut(limit), "rate_limited", ratio)
+        elif self._overload is not None:
+            factor = {"queue_full": 0.5, "timeout": 0.75}[self._overload]
             self._ramping, self._flat_rounds = False, 0
             self._set(min(limit - 1, limit * factor), self._overload, ratio)
         elif ratio is not None and ratio > self.high:
             capacity = limit / ratio  # n / K = ratio on a sharing server
+            new = min(limit * 0.9, capacity * self.target)
+            if grew_from is not None and ratio < 1.5:
+                # a +10% step that queued mildly: back to the limit it grew from, which was
+                # measured in the band (the estimate would drop under it: 12 -> 9 on FIFO 8)
+                new = max(new, grew_from)
             self._ramping, self._flat_rounds = False, 0
             # do not climb straight back to where queueing was seen (3 <-> 4 on K = 3)
             self._rate_ceiling, self._rate_hold = max(self.floor, limit - 1), self.rate_hold_rounds
-            self._set(min(limit * 0.9, capacity * self.target), "queueing", ratio)
+            self._set(new, "queueing", ratio)
         elif ratio is not None and ratio <= self.flat:
             if ratio <= 1.05:  # clearly unloaded: a baseline (a 1.1 round would let it creep)
                 for latency_s, tokens, ttft_s in self._samples:
                     self.baseline.add(latency_s, tokens, ttft_s)
+            if self._rate_hit_limit is not None and limit >= self._rate_hit_limit:
+                self._rate_strikes = 0  # a round without 429 where one came: the quota moved
             self._flat_rounds += 1
             if self._ramping:
                 new = limit * 2
@@ -290,14 +305,29 @@ class AdaptiveConcurrency:
                 new = min(new, limit * 2)
             if self._rate_ceiling is not None and new > self._rate_ceiling:
                 new, self._flat_rounds = max(limit, self._rate_ceiling), 0  # held: no escalation
+            if not self._ramping and new > limit:
+                self._grew_from = limit
             self._set(new, "flat", ratio)
         else:
             self._flat_rounds = 0
             self._set(limit, "in band", ratio)
 
+    def _rate_cut(self, limit: int) -> int:
+        """After a round with 429s: cut by the share of attempts the quota accepted (x0.5 to
+        x0.9), and hold under the new limit, the hold doubling with each 429 in a row."""
+        answered = len(self._ratios)
+        accepted = answered / (answered + self._rejected) if self._rejected else 1.0
+        new = self._clamp(min(limit - 1, limit * max(0.5, min(0.9, accepted))))
+        self._rate_strikes += 1
+        self._rate_hit_limit = limit
+        self._rate_ceiling = new  # not back to the limit that drew the 429 (5 <-> 6 at 20/s)
+        self._rate_hold = self.rate_hold_rounds * 2 ** min(3, self._rate_strikes - 1)
+        return new
+
     def _set(self, value: float, reason: str, ratio: float | None) -> None:
         new = self._clamp(value)
         self._ratios, self._inflight, self._samples, self._overload = [], [], [], None
+        self._rejected = 0
         self.epoch += 1
         if new != self.limit or reason in ("queue_full", "timeout", "rate_limited"):
             self.history.append(Decision(self.samples_seen, new, reason, ratio))
