@@ -50,11 +50,18 @@ while ramping, ``clamp(limit // 2, 8, 48)``, see 2):
    back to +10% on any other round. There is no cycle: in the band nothing moves.
 5. **Overload**, at most one decrease per round, counted only for requests sent under the
    current limit (TCP's one cut per window): a **503** (queue full, shedding) x0.5; a
-   **timeout** x0.75; a **429** is a quota on the account's *rate*, not the server's capacity:
-   the runner's pacer spaces requests after it, and the controller cuts mildly (x0.9), then
-   does not grow past the limit it had at the 429 for ``rate_hold_rounds`` (10) rounds (after
-   a queueing cut, likewise not back to the limit that queued: on K = 3 the limit sits at 3
-   and tries 4 for one round in eleven, a probe, not a 3 <-> 4 cycle). Other
+   **timeout** x0.75; a **429** is a quota on the account's *rate*, not the server's capacity,
+   and its latencies stay flat, so latency cannot say how far over the rate the limit is. The
+   round's share of 429s can: the limit goes to the share of its attempts the quota accepted
+   (between x0.5 and x0.9; x0.9 per round took eight rounds of 429s from 16 to 5 on a 20/s
+   quota with no rate-limit headers, p50 latency 17x unloaded with the retries' waits), then does not grow past that new limit for ``rate_hold_rounds``
+   (10) rounds, twice as long at each 429 in a row (10, 20, 40, 80: the probe that finds the
+   quota where it was gets rarer, and 429s once settled stay under 0.5% of attempts); a round
+   without 429 at the limit that drew one resets that. After a queueing cut, likewise not
+   back to the limit that queued: on K = 3 the limit sits at 3 and tries 4 for one round in
+   eleven, a probe, not a 3 <-> 4 cycle; and a +10% step that queues mildly (ratio under 1.5)
+   goes back to the limit it grew from, which was measured in the band, rather than under it
+   (on a FIFO server of 8 slots the median ratio is not n/K, and 12 -> 9 left the band). Other
    errors (500, 502, a dropped connection) are faults, not load: ignored.
 6. Always ``floor <= limit <= ceiling``, ``floor`` 1 (no starvation: one request is always
    allowed) and ``ceiling`` = min(``--max-concurrency`` (256), a limit the caller was told).
