@@ -111,8 +111,9 @@ def _round(controller: AdaptiveConcurrency, answers: int, rejected: int = 0) -> 
 
 
 def test_controller_429_cuts_mildly_and_holds_growth() -> None:
-    """One 429 in a round (a quota on rate) cuts x0.9 when the round ends, then holds under the
-    new limit for ``rate_hold_rounds`` rounds, not back to the limit that drew it."""
+    """One 429 in a round (a quota on rate) cuts x0.9 when the round ends; for
+    ``rate_hold_rounds`` rounds the limit may grow back to one under the limit that drew the
+    429, never to it (a 429 cut that overshot is not pinned there)."""
     controller = AdaptiveConcurrency(calibration_samples=0, initial=40)
     controller.baseline.add(1.0, 10)
     controller.on_overload("rate_limited", epoch=controller.epoch)
@@ -121,9 +122,10 @@ def test_controller_429_cuts_mildly_and_holds_growth() -> None:
     assert controller.limit == 36
     for _ in range(controller.rate_hold_rounds - 1):
         _round(controller, controller.round_size)
-        assert controller.limit == 36
+        assert 36 <= controller.limit <= 39
+    assert controller.limit == 39
     _round(controller, controller.round_size)
-    assert controller.limit > 36
+    assert controller.limit > 39
 
 
 @pytest.mark.parametrize(("answers", "rejected", "limit"), [(20, 20, 20), (20, 5, 32), (20, 1, 36)])
@@ -137,15 +139,16 @@ def test_controller_429_cut_follows_the_share_rejected(answers, rejected, limit)
 
 
 def test_controller_429_again_after_the_hold_doubles_it() -> None:
-    """A 429 each time the hold ends (the quota is where it was): the next hold is twice as
-    long, so the probes that earn 429s get rarer (under 0.5% of attempts once settled)."""
+    """A 429 each time the limit is back at the one that drew it (the quota is where it was):
+    the next hold is twice as long, so the probes that earn 429s get rarer."""
     controller = AdaptiveConcurrency(calibration_samples=0, initial=20, rate_hold_rounds=4)
     controller.baseline.add(1.0, 10)
     holds = []
     for _ in range(3):
-        _round(controller, 20, rejected=2)  # 429s at this limit
-        cut, rounds = controller.limit, 0
-        while controller.limit <= cut:
+        hit = controller.limit
+        _round(controller, controller.round_size, rejected=2)  # 429s at this limit
+        rounds = 0
+        while controller.limit < hit:
             _round(controller, controller.round_size)
             rounds += 1
         holds.append(rounds)

@@ -54,9 +54,11 @@ while ramping, ``clamp(limit // 2, 8, 48)``, see 2):
    and its latencies stay flat, so latency cannot say how far over the rate the limit is. The
    round's share of 429s can: the limit goes to the share of its attempts the quota accepted
    (between x0.5 and x0.9; x0.9 per round took eight rounds of 429s from 16 to 5 on a 20/s
-   quota with no rate-limit headers, p50 latency 17x unloaded with the retries' waits), then does not grow past that new limit for ``rate_hold_rounds``
-   (10) rounds, twice as long at each 429 in a row (10, 20, 40, 80: the probe that finds the
-   quota where it was gets rarer, and 429s once settled stay under 0.5% of attempts); a round
+   quota with no rate-limit headers, p50 latency 17x unloaded with the retries' waits). Then
+   it does not grow back to the limit that drew the 429, only to one under it (retries' 429s
+   make the share overshoot, and a hold at the cut itself left 3 where 6 fit), for
+   ``rate_hold_rounds`` (10) rounds, twice as long at each 429 in a row (10, 20, 40, 80: the
+   probe that finds the quota where it was gets rarer, for few 429s once settled); a round
    without 429 at the limit that drew one resets that. After a queueing cut, likewise not
    back to the limit that queued: on K = 3 the limit sits at 3 and tries 4 for one round in
    eleven, a probe, not a 3 <-> 4 cycle; and a +10% step that queues mildly (ratio under 1.5)
@@ -321,13 +323,15 @@ class AdaptiveConcurrency:
 
     def _rate_cut(self, limit: int) -> int:
         """After a round with 429s: cut by the share of attempts the quota accepted (x0.5 to
-        x0.9), and hold under the new limit, the hold doubling with each 429 in a row."""
+        x0.9); hold under the limit that drew it, the hold doubling with each 429 in a row."""
         answered = len(self._ratios)
         accepted = answered / (answered + self._rejected) if self._rejected else 1.0
         new = self._clamp(min(limit - 1, limit * max(0.5, min(0.9, accepted))))
         self._rate_strikes += 1
         self._rate_hit_limit = limit
-        self._rate_ceiling = new  # not back to the limit that drew the 429 (5 <-> 6 at 20/s)
+        # up to just under the limit that drew the 429, not back to it (5 <-> 6 at 20/s), and not
+        # pinned at the cut: a cut by the share of 429s overshoots when retries add to them
+        self._rate_ceiling = max(self.floor, limit - 1)
         self._rate_hold = self.rate_hold_rounds * 2 ** min(3, self._rate_strikes - 1)
         return new
 

@@ -66,7 +66,7 @@ CHANGE_SIZES = {"full": (9000, 20.0), "quick": (3000, 10.0)}
 # few hundred on the unlimited mock (256 in flight): on the 600-request runs of the first full
 # run it was 7% of capacity 8's and most of the unlimited mock's, a figure of the run's length.
 # The rpm profile's limit binds at 50 req/s (1,000 requests are 20 s a run).
-FULL_REQUESTS = {"sharing-8": 1500, "fifo-8-16": 1500, "sharing-32-rpm": 1000, "unlimited": 10000}
+FULL_REQUESTS = {"sharing-8": 1500, "fifo-8-16": 1500, "sharing-32-rpm": 1000, "unlimited": 25000}
 
 SIZES = {  # mode -> (requests per run, latency_s, per_token_latency_s, profiles, fixed)
     "full": (FULL_REQUESTS, 0.1, 0.002, tuple(PROFILES), FIXED),
