@@ -102,18 +102,57 @@ def test_controller_settles_under_a_shedding_fifo_server() -> None:
     assert min(limits[-1000:]) >= 7
 
 
+def _round(controller: AdaptiveConcurrency, answers: int, rejected: int = 0) -> None:
+    """One round on an idle server: ``rejected`` 429s, then ``answers`` unloaded answers."""
+    for _ in range(rejected):
+        controller.on_overload("rate_limited", epoch=controller.epoch)
+    for _ in range(answers):
+        controller.on_sample(1.0, 10, inflight=controller.limit, epoch=controller.epoch)
+
+
 def test_controller_429_cuts_mildly_and_holds_growth() -> None:
-    """A 429 (a quota on rate) cuts x0.9 at the next round and blocks growth past its limit."""
+    """One 429 in a round (a quota on rate) cuts x0.9 when the round ends; for
+    ``rate_hold_rounds`` rounds the limit may grow back to one under the limit that drew the
+    429, never to it (a 429 cut that overshot is not pinned there)."""
     controller = AdaptiveConcurrency(calibration_samples=0, initial=40)
     controller.baseline.add(1.0, 10)
     controller.on_overload("rate_limited", epoch=controller.epoch)
     assert controller.limit == 40  # no cut before the round ends
-    for _ in range(controller.round_size):
-        controller.on_sample(1.0, 10, inflight=40, epoch=controller.epoch)
+    _round(controller, controller.round_size)
     assert controller.limit == 36
-    for _ in range(5 * 48):
-        controller.on_sample(1.0, 10, inflight=36, epoch=controller.epoch)
-    assert controller.limit == 40
+    for _ in range(controller.rate_hold_rounds - 1):
+        _round(controller, controller.round_size)
+        assert 36 <= controller.limit <= 39
+    assert controller.limit == 39
+    _round(controller, controller.round_size)
+    assert controller.limit > 39
+
+
+@pytest.mark.parametrize(("answers", "rejected", "limit"), [(20, 20, 20), (20, 5, 32), (20, 1, 36)])
+def test_controller_429_cut_follows_the_share_rejected(answers, rejected, limit) -> None:
+    """The cut is the share of attempts the quota accepted, between x0.5 and x0.9: far over a
+    rate the limit halves in one round instead of eight rounds of x0.9."""
+    controller = AdaptiveConcurrency(calibration_samples=0, initial=40)
+    controller.baseline.add(1.0, 10)
+    _round(controller, answers, rejected)
+    assert controller.limit == limit
+
+
+def test_controller_429_again_after_the_hold_doubles_it() -> None:
+    """A 429 each time the limit is back at the one that drew it (the quota is where it was):
+    the next hold is twice as long, so the probes that earn 429s get rarer."""
+    controller = AdaptiveConcurrency(calibration_samples=0, initial=20, rate_hold_rounds=4)
+    controller.baseline.add(1.0, 10)
+    holds = []
+    for _ in range(3):
+        hit = controller.limit
+        _round(controller, controller.round_size, rejected=2)  # 429s at this limit
+        rounds = 0
+        while controller.limit < hit:
+            _round(controller, controller.round_size)
+            rounds += 1
+        holds.append(rounds)
+    assert holds == [4, 8, 16]
 
 
 def test_controller_ignores_faults_and_old_epochs() -> None:
@@ -190,3 +229,73 @@ def test_gate_holds_at_most_the_limit_in_flight() -> None:
 
     asyncio.run(main())
     assert gate.peak_inflight == 7 and gate.inflight == 0
+
+
+def test_controller_calibrates_on_four_answers_at_concurrency_one() -> None:
+    """The first four answers are the baseline's anchor, sent one at a time; then ``initial``."""
+    controller = AdaptiveConcurrency()
+    for _ in range(3):
+        controller.on_sample(1.0, 10, inflight=1, epoch=controller.epoch)
+        assert controller.limit == 1
+    controller.on_sample(1.0, 10, inflight=1, epoch=controller.epoch)
+    assert controller.limit == 8 and controller.history[-1].reason == "calibrated"
+
+
+def test_controller_ramp_judges_the_fresh_half_of_the_window() -> None:
+    """While ramping, a round is half the window (the requests the doubling let in), so a
+    doubling waits for 32 answers at 64, not 48; once settled, a round is the whole window."""
+    controller = AdaptiveConcurrency(calibration_samples=0, initial=64)
+    controller.baseline.add(1.0, 10)
+    for _ in range(31):
+        controller.on_sample(1.0, 10, inflight=64, epoch=controller.epoch)
+    assert controller.limit == 64
+    controller.on_sample(1.0, 10, inflight=64, epoch=controller.epoch)
+    assert controller.limit == 128
+    for _ in range(48):  # twice the load: queueing, the ramp is over
+        controller.on_sample(2.0, 10, inflight=128, epoch=controller.epoch)
+    assert controller.history[-1].reason == "queueing"
+    assert controller.round_size == max(16, min(48, controller.limit))
+
+
+def _closed_loop_on_an_idle_server(controller: AdaptiveConcurrency, latency_s: float) -> list:
+    """A fake clock: each answer takes ``latency_s`` whatever the load (a server with room for
+    all); a slot freed is filled at once, as ``ConcurrencyGate`` does. ``[(t_s, limit)]``."""
+    in_flight: list[tuple[float, int, int]] = []  # (t_end_s, inflight at start, epoch)
+    now_s, limits = 0.0, []
+    while controller.limit < controller.ceiling and now_s < 100 * latency_s:
+        while len(in_flight) < controller.limit:
+            in_flight.append((now_s + latency_s, len(in_flight) + 1, controller.epoch))
+        in_flight.sort()
+        now_s, inflight, epoch = in_flight.pop(0)
+        controller.on_sample(latency_s, 20, inflight=inflight, epoch=epoch)
+        limits.append((now_s, controller.limit))
+    return limits
+
+
+def test_controller_ramps_one_latency_per_doubling() -> None:
+    """An idle server with room for 256: four calibration latencies, then 8 -> 256 in five
+    doublings of about one latency each (TCP's slow start), not the 1.5-2 a whole window took."""
+    controller = AdaptiveConcurrency()
+    limits = _closed_loop_on_an_idle_server(controller, latency_s=1.0)
+    t_ceiling_s = next(t_s for t_s, limit in limits if limit == 256)
+    assert t_ceiling_s <= 4 + 5 + 1
+
+
+def _uniform_round(controller: AdaptiveConcurrency, ratio: float) -> None:
+    for _ in range(controller.round_size):
+        controller.on_sample(ratio, 10, inflight=controller.limit, epoch=controller.epoch)
+
+
+def test_controller_a_growth_step_that_queues_goes_back_to_where_it_grew_from() -> None:
+    """A +10% step that queues mildly returns to the limit before it (measured in the band),
+    not under it to 1.15 x the estimate (12 -> 9 on a FIFO server of 8 slots); a step that
+    queues badly (the server lost capacity meanwhile) follows the estimate."""
+    for ratio, expected in [(1.4, 11), (3.0, 4)]:
+        controller = AdaptiveConcurrency(calibration_samples=0, initial=20)
+        controller.baseline.add(1.0, 10)
+        _uniform_round(controller, 2.0)  # queueing: K ~ 10, limit 11
+        assert controller.limit == 11
+        _uniform_round(controller, 1.0)  # flat: +10%
+        assert controller.limit == 12
+        _uniform_round(controller, ratio)
+        assert controller.limit == expected

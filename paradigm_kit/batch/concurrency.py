@@ -24,13 +24,24 @@ The ratio of a round's samples (median, so one slow answer changes nothing) is t
 an idle server, n/K a sharing one past its capacity.
 
 The algorithm (one decision per **round**: ``clamp(limit, 16, 48)`` samples of requests that
-*started* under the current limit, so a decision never judges the previous limit's answers):
+*started* under the current limit, so a decision never judges the previous limit's answers;
+while ramping, ``clamp(limit // 2, 8, 48)``, see 2):
 
-1. **Calibrate**: the first ``calibration_samples`` (6) requests go at concurrency 1, the
-   baseline's anchor (Envoy measures its minRTT at a low concurrency the same way). Cost: six
-   unloaded latencies, once per run.
+1. **Calibrate**: the first ``calibration_samples`` (4) requests go at concurrency 1, the
+   baseline's anchor (Envoy measures its minRTT at a low concurrency the same way). Cost: four
+   unloaded latencies, once per run (it was six: on an idle server with room for 256, the
+   calibration was half of auto's fixed cost; four points already fit the line, and every
+   clearly unloaded round refines it, see ``Baseline``).
 2. **Ramp**: from ``initial`` (8), x2 per round while the ratio stays under ``flat`` (1.15): an
-   idle fast server is reached in log2(256/8) = 5 rounds, not an hour of +1 steps.
+   idle fast server is reached in log2(256/8) = 5 rounds, not an hour of +1 steps. A ramp
+   round is **the fresh half of the window**: when the limit doubles from L/2 to L, L/2 requests
+   start at once, under the full new load, and are the first of the new limit to finish, one
+   latency later; waiting for a whole window (L answers) would take about 1.5 latencies per
+   round. So each doubling costs one latency, as TCP's slow start (x2 per round trip); 8
+   answers at least (a median of 8 still ignores three slow ones). Why not x4, or a higher
+   start: both multiply the one overshoot round's latency (x4 past K, or 16 on a server of
+   capacity 1 makes each answer 16 times as long, and timeouts), for a gain of one or two
+   latencies per run.
 3. **Queueing** (ratio above ``high``, 1.3): the server is past its capacity by that ratio, so
    K ~ limit / ratio; the limit goes to ``target`` (1.15) x that estimate, never above 0.9 x
    the current limit. Between ``flat`` and ``high`` the limit holds: that is the band.
@@ -39,11 +50,20 @@ The algorithm (one decision per **round**: ``clamp(limit, 16, 48)`` samples of r
    back to +10% on any other round. There is no cycle: in the band nothing moves.
 5. **Overload**, at most one decrease per round, counted only for requests sent under the
    current limit (TCP's one cut per window): a **503** (queue full, shedding) x0.5; a
-   **timeout** x0.75; a **429** is a quota on the account's *rate*, not the server's capacity:
-   the runner's pacer spaces requests after it, and the controller cuts mildly (x0.9), then
-   does not grow past the limit it had at the 429 for ``rate_hold_rounds`` (10) rounds (after
-   a queueing cut, likewise not back to the limit that queued: on K = 3 the limit sits at 3
-   and tries 4 for one round in eleven, a probe, not a 3 <-> 4 cycle). Other
+   **timeout** x0.75; a **429** is a quota on the account's *rate*, not the server's capacity,
+   and its latencies stay flat, so latency cannot say how far over the rate the limit is. The
+   round's share of 429s can: the limit goes to the share of its attempts the quota accepted
+   (between x0.5 and x0.9; x0.9 per round took eight rounds of 429s from 16 to 5 on a 20/s
+   quota with no rate-limit headers, p50 latency 17x unloaded with the retries' waits). Then
+   it does not grow back to the limit that drew the 429, only to one under it (retries' 429s
+   make the share overshoot, and a hold at the cut itself left 3 where 6 fit), for
+   ``rate_hold_rounds`` (10) rounds, twice as long at each 429 in a row (10, 20, 40, 80: the
+   probe that finds the quota where it was gets rarer, for few 429s once settled); a round
+   without 429 at the limit that drew one resets that. After a queueing cut, likewise not
+   back to the limit that queued: on K = 3 the limit sits at 3 and tries 4 for one round in
+   eleven, a probe, not a 3 <-> 4 cycle; and a +10% step that queues mildly (ratio under 1.5)
+   goes back to the limit it grew from, which was measured in the band, rather than under it
+   (on a FIFO server of 8 slots the median ratio is not n/K, and 12 -> 9 left the band). Other
    errors (500, 502, a dropped connection) are faults, not load: ignored.
 6. Always ``floor <= limit <= ceiling``, ``floor`` 1 (no starvation: one request is always
    allowed) and ``ceiling`` = min(``--max-concurrency`` (256), a limit the caller was told).
@@ -173,7 +193,7 @@ class AdaptiveConcurrency:
         told_limit: int | None = None,
         initial: int = 8,
         floor: int = 1,
-        calibration_samples: int = 6,
+        calibration_samples: int = 4,
         flat: float = 1.15,
         high: float = 1.3,
         target: float = 1.15,
@@ -198,6 +218,10 @@ class AdaptiveConcurrency:
         self._flat_rounds = 0
         self._rate_ceiling: int | None = None
         self._rate_hold = 0
+        self._rejected = 0  # 429s of the current round (sent under the current limit)
+        self._rate_strikes = 0  # 429 cuts since a round without one at that limit
+        self._rate_hit_limit: int | None = None  # the limit that drew the last 429
+        self._grew_from: int | None = None  # the limit before the last +10% step
         self.samples_seen = 0
         self.history: list[Decision] = [Decision(0, self.limit, "start", None)]
 
@@ -206,6 +230,9 @@ class AdaptiveConcurrency:
 
     @property
     def round_size(self) -> int:
+        """Samples per decision: a whole window (16-48) once settled, its fresh half while ramping."""
+        if self._ramping:
+            return max(8, min(48, self.limit // 2))
         return max(16, min(48, self.limit))
 
     def on_sample(
@@ -239,6 +266,8 @@ class AdaptiveConcurrency:
         """``kind``: ``"queue_full"`` (503), ``"timeout"`` or ``"rate_limited"`` (429)."""
         if epoch != self.epoch or self._calibrating > 0:
             return
+        if kind == "rate_limited":
+            self._rejected += 1
         severity = {"rate_limited": 1, "timeout": 2, "queue_full": 3}
         if self._overload is None or severity[kind] > severity[self._overload]:
             self._overload = kind
@@ -252,22 +281,31 @@ class AdaptiveConcurrency:
             self._rate_hold -= 1
             if self._rate_hold == 0:
                 self._rate_ceiling = None
-        if self._overload is not None:
-            factor = {"queue_full": 0.5, "timeout": 0.75, "rate_limited": 0.9}[self._overload]
-            if self._overload == "rate_limited":
-                self._rate_ceiling, self._rate_hold = limit, self.rate_hold_rounds
+        grew_from, self._grew_from = self._grew_from, None
+        if self._overload == "rate_limited":
+            self._ramping, self._flat_rounds = False, 0
+            self._set(self._rate_cut(limit), "rate_limited", ratio)
+        elif self._overload is not None:
+            factor = {"queue_full": 0.5, "timeout": 0.75}[self._overload]
             self._ramping, self._flat_rounds = False, 0
             self._set(min(limit - 1, limit * factor), self._overload, ratio)
         elif ratio is not None and ratio > self.high:
             capacity = limit / ratio  # n / K = ratio on a sharing server
+            new = min(limit * 0.9, capacity * self.target)
+            if grew_from is not None and ratio < 1.5:
+                # a +10% step that queued mildly: back to the limit it grew from, which was
+                # measured in the band (the estimate would drop under it: 12 -> 9 on FIFO 8)
+                new = max(new, grew_from)
             self._ramping, self._flat_rounds = False, 0
             # do not climb straight back to where queueing was seen (3 <-> 4 on K = 3)
             self._rate_ceiling, self._rate_hold = max(self.floor, limit - 1), self.rate_hold_rounds
-            self._set(min(limit * 0.9, capacity * self.target), "queueing", ratio)
+            self._set(new, "queueing", ratio)
         elif ratio is not None and ratio <= self.flat:
             if ratio <= 1.05:  # clearly unloaded: a baseline (a 1.1 round would let it creep)
                 for latency_s, tokens, ttft_s in self._samples:
                     self.baseline.add(latency_s, tokens, ttft_s)
+            if self._rate_hit_limit is not None and limit >= self._rate_hit_limit:
+                self._rate_strikes = 0  # a round without 429 where one came: the quota moved
             self._flat_rounds += 1
             if self._ramping:
                 new = limit * 2
@@ -276,14 +314,31 @@ class AdaptiveConcurrency:
                 new = min(new, limit * 2)
             if self._rate_ceiling is not None and new > self._rate_ceiling:
                 new, self._flat_rounds = max(limit, self._rate_ceiling), 0  # held: no escalation
+            if not self._ramping and new > limit:
+                self._grew_from = limit
             self._set(new, "flat", ratio)
         else:
             self._flat_rounds = 0
             self._set(limit, "in band", ratio)
 
+    def _rate_cut(self, limit: int) -> int:
+        """After a round with 429s: cut by the share of attempts the quota accepted (x0.5 to
+        x0.9); hold under the limit that drew it, the hold doubling with each 429 in a row."""
+        answered = len(self._ratios)
+        accepted = answered / (answered + self._rejected) if self._rejected else 1.0
+        new = self._clamp(min(limit - 1, limit * max(0.5, min(0.9, accepted))))
+        self._rate_strikes += 1
+        self._rate_hit_limit = limit
+        # up to just under the limit that drew the 429, not back to it (5 <-> 6 at 20/s), and not
+        # pinned at the cut: a cut by the share of 429s overshoots when retries add to them
+        self._rate_ceiling = max(self.floor, limit - 1)
+        self._rate_hold = self.rate_hold_rounds * 2 ** min(3, self._rate_strikes - 1)
+        return new
+
     def _set(self, value: float, reason: str, ratio: float | None) -> None:
         new = self._clamp(value)
         self._ratios, self._inflight, self._samples, self._overload = [], [], [], None
+        self._rejected = 0
         self.epoch += 1
         if new != self.limit or reason in ("queue_full", "timeout", "rate_limited"):
             self.history.append(Decision(self.samples_seen, new, reason, ratio))
