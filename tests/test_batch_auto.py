@@ -12,6 +12,21 @@ from paradigm_kit.mock import mock_stats
 from tests.test_batch_cli import cli, write_input
 
 
+def run_auto(url: str, api_key: str, out, n_requests: int, **options):
+    """``run_batch(concurrency="auto")`` over ``n_requests`` of varied lengths; its summary."""
+    return asyncio.run(
+        run_batch(
+            _requests(n_requests),
+            out,
+            base_url=url,
+            api_key=api_key,
+            progress=False,
+            concurrency="auto",
+            **options,
+        )
+    )
+
+
 def _requests(n: int) -> list[dict]:
     return [
         {"id": i, "max_tokens": 5 + i % 30, "messages": [{"role": "user", "content": f"item {i}"}]}
@@ -24,17 +39,7 @@ def test_auto_sends_everything_and_reports_its_concurrency(start_mock_server, tm
     never above max_concurrency in flight (the mock's own peak)."""
     url = start_mock_server(latency_s=0.01)
     out = tmp_path / "out.jsonl"
-    summary = asyncio.run(
-        run_batch(
-            _requests(120),
-            out,
-            base_url=url,
-            api_key=api_key,
-            progress=False,
-            concurrency="auto",
-            max_concurrency=16,
-        )
-    )
+    summary = run_auto(url, api_key, out, 120, max_concurrency=16)
     assert summary.succeeded == 120 and summary.failed == 0
     assert len(out.read_text().splitlines()) == 120
     assert summary.concurrency_history[0][2] == "start"
@@ -48,17 +53,7 @@ def test_auto_streamed_lines_carry_ttft(start_mock_server, tmp_path, api_key):
     """auto and stream together: streamed lines with ttft_s and tokens_per_s."""
     url = start_mock_server(latency_s=0.01)
     out = tmp_path / "out.jsonl"
-    summary = asyncio.run(
-        run_batch(
-            _requests(30),
-            out,
-            base_url=url,
-            api_key=api_key,
-            progress=False,
-            concurrency="auto",
-            stream=True,
-        )
-    )
+    summary = run_auto(url, api_key, out, 30, stream=True)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert summary.succeeded == 30
     assert all(row["response"]["object"] == "chat.completion" and "ttft_s" in row for row in rows)
@@ -126,17 +121,7 @@ def test_auto_against_a_sharing_profile(start_mock_server, tmp_path, api_key):
     floor and ceiling (where it settles is the benchmark's business, not a test's)."""
     url = start_mock_server(latency_s=0.02, capacity=4)
     out = tmp_path / "out.jsonl"
-    summary = asyncio.run(
-        run_batch(
-            _requests(80),
-            out,
-            base_url=url,
-            api_key=api_key,
-            progress=False,
-            concurrency="auto",
-            max_concurrency=32,
-        )
-    )
+    summary = run_auto(url, api_key, out, 80, max_concurrency=32)
     assert summary.succeeded == 80 and summary.failed == 0
     assert all(1 <= limit <= 32 for _, limit, _ in summary.concurrency_history)
 
@@ -145,15 +130,5 @@ def test_auto_against_a_shedding_profile(start_mock_server, tmp_path, api_key):
     """On --max-running 2 --max-queue 2 (503 beyond): everything still ends answered."""
     url = start_mock_server(latency_s=0.02, max_running=2, max_queue=2)
     out = tmp_path / "out.jsonl"
-    summary = asyncio.run(
-        run_batch(
-            _requests(60),
-            out,
-            base_url=url,
-            api_key=api_key,
-            progress=False,
-            concurrency="auto",
-            max_retries=20,
-        )
-    )
+    summary = run_auto(url, api_key, out, 60, max_retries=20)
     assert summary.succeeded == 60
