@@ -637,9 +637,7 @@ def check_retry_after(ex: Exercise, results: Any) -> CheckResult:
     """Every request ends answered, and no retry came before the ``Retry-After`` it was given."""
 
     def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
-        by_identity: dict[str, list[Attempt]] = {}
-        for attempt in attempts:
-            by_identity.setdefault(attempt.identity, []).append(attempt)
+        by_identity = _by_identity(attempts)
         refused = sum(a.status == 429 for a in attempts)
         if not refused:
             return False, "no request was refused with a 429 this time: send all of ex.payloads()"
