@@ -17,7 +17,6 @@ import pytest
 from paradigm_kit.workshop.exercises import (
     CheckResult,
     check_401_reported,
-    check_all_at_once,
     check_bounded,
     check_first_call,
     check_ideal_time,
@@ -169,14 +168,6 @@ def test_exercises_bounded_rejects_sequential():
 
 
 # --- 03 ------------------------------------------------------------------------------------------
-
-
-def test_exercises_all_at_once_rejects_one_by_one():
-    """check_all_at_once: gather passes; awaiting each request in turn does not."""
-    ex = exercise("03-all-at-once")
-    assert check_all_at_once(ex, asyncio.run(gather_all(ex))).solved
-    ex = exercise("03-all-at-once")
-    assert not check_all_at_once(ex, asyncio.run(one_by_one(ex))).solved
 
 
 def test_exercises_ideal_time_wants_whole_waves():

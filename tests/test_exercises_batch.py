@@ -9,12 +9,9 @@ no assertion depends on a timing.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 
 import aiohttp
-import pytest
-from tqdm import tqdm
 
 from paradigm_kit.batch import run_batch
 from paradigm_kit.batch.jsonl import scan_output
@@ -22,7 +19,6 @@ from paradigm_kit.workshop.exercises import (
     RESUME_DONE,
     check_batch_summary,
     check_failures_recorded,
-    check_progress,
     check_resumed,
     exercise,
     reply_text,
@@ -79,40 +75,6 @@ def test_failures_recorded_rejects_retrying_the_404():
 
     asyncio.run(retried_404())
     assert "sent 2 times" in check_failures_recorded(ex, []).message
-
-
-async def send_with_bar(ex, bound):
-    """ex.payloads() with at most ``bound`` in flight, a bar moved per answer: (replies, bar)."""
-    slots, replies = asyncio.Semaphore(bound), [None] * len(ex.names)
-    async with aiohttp.ClientSession(headers=ex.headers()) as session:
-
-        async def one(index, payload, bar):
-            async with slots, session.post(ex.chat_url, json=payload) as response:
-                replies[index] = reply_text(await response.json())
-            bar.update(1)
-
-        with tqdm(total=len(ex.names), file=io.StringIO()) as bar:
-            await asyncio.gather(*(one(i, p, bar) for i, p in enumerate(ex.payloads())))
-    return replies, bar
-
-
-@pytest.mark.parametrize(
-    ("bound", "solved"),
-    [pytest.param(5, True, id="five-in-flight"), pytest.param(20, False, id="all-at-once")],
-)
-def test_progress_judges_the_bound(bound, solved):
-    ex = exercise("05b-progress")
-    replies, bar = asyncio.run(send_with_bar(ex, bound))
-    assert check_progress(ex, replies, bar).solved is solved
-
-
-def test_progress_explains_a_bar_not_moved_and_finishing_order():
-    ex = exercise("05b-progress")
-    replies, bar = asyncio.run(send_with_bar(ex, 5))
-    assert (
-        "bar reads 0/20" in check_progress(ex, replies, tqdm(total=20, file=io.StringIO())).message
-    )
-    assert "input order" in check_progress(ex, replies[::-1], bar).message
 
 
 async def resume_by_hand(ex, input_path, output_path, *, skip_done=True, drop_torn=True):

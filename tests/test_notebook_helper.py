@@ -259,3 +259,25 @@ def test_notebook_tool_refuses_a_path_that_is_not_a_notebook(tmp_path: Path, cap
     assert error.count("\n") == 1
     assert "not a notebook file" in error
     assert str(missing) in error
+
+
+def test_lesson05_module_holds_notebook_05s_definitions_word_for_word():
+    """paradigm_kit/workshop/lesson05.py, which 05b imports, is notebook 05's code, not a variant."""
+    import ast
+
+    module_path = ROOT / "paradigm_kit" / "workshop" / "lesson05.py"
+    module_source = module_path.read_text(encoding="utf-8")
+    notebook = nbformat.read(ROOT / "notebooks" / "05_production_batches.ipynb", as_version=4)
+    notebook_code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    definitions = [
+        node
+        for node in ast.parse(module_source).body
+        if not isinstance(node, (ast.Import, ast.ImportFrom, ast.Expr))
+    ]
+    assert len(definitions) >= 10
+    missing = [
+        ast.get_source_segment(module_source, node).splitlines()[0]
+        for node in definitions
+        if ast.get_source_segment(module_source, node) not in notebook_code
+    ]
+    assert not missing, f"not in notebook 05 as written in lesson05.py: {missing}"

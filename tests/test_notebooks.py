@@ -63,7 +63,6 @@ PAPERMILL_PARAMETERS = {
     },
     "03_the_speed_test.ipynb": {
         "N_REQUESTS": 10,
-        "SWEEP_SIZES": [1, 5, 10, 20],
         "MAX_PAID_REQUESTS": 150,
         "CONCURRENCY_BOUNDS": [1, 5, 20],
     },

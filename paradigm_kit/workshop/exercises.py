@@ -34,9 +34,9 @@ Design
 
 The checks, by notebook: 01 ``check_first_call``, ``check_401_reported``; 02
 ``check_input_order``, ``check_one_failure_contained``, ``check_bounded``; 03
-``check_all_at_once``, ``check_ideal_time``; 04 ``check_top_level_await``,
+``check_ideal_time``; 04 ``check_top_level_await``,
 ``check_subprocess_run``; 05 ``check_bounded`` (a pool of workers), ``check_retry_after``; 05b
-``check_failures_recorded``, ``check_progress``, ``check_resumed``, ``check_batch_summary``.
+``check_failures_recorded``, ``check_resumed``, ``check_batch_summary``.
 Session reuse is not checked: the mock's log does not record which connection carried a request.
 """
 
@@ -62,7 +62,6 @@ __all__ = [
     "CheckResult",
     "Exercise",
     "check_401_reported",
-    "check_all_at_once",
     "check_bounded",
     "check_first_call",
     "check_ideal_time",
@@ -100,7 +99,6 @@ EXERCISES = {
     "02-in-order": ExerciseSpec(),
     "02-one-failure": ExerciseSpec(failing_index=7),
     "02-bound": ExerciseSpec(),
-    "03-all-at-once": ExerciseSpec(),
     "03-ideal-time": ExerciseSpec(),
     "04-await": ExerciseSpec(n_requests=5),
     "04-subprocess": ExerciseSpec(n_requests=5),
@@ -491,24 +489,6 @@ def check_bounded(ex: Exercise, replies: Any, max_in_flight: int = 5) -> CheckRe
 
 
 # --- 03 · the speed test --------------------------------------------------------------------------
-
-
-def check_all_at_once(ex: Exercise, replies: Any) -> CheckResult:
-    """The batch ran concurrently (most requests in flight together), replies in order."""
-
-    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
-        peak = peak_in_flight(attempts)
-        if peak < len(ex.names) / 2:
-            return False, (
-                f"at most {peak} request(s) were in flight together: start them all, then await "
-                "them together (asyncio.gather), instead of awaiting each in turn"
-            )
-        problem = _replies_problem(ex, replies)
-        if problem:
-            return False, problem
-        return True, f"{len(ex.names)} requests sent together, replies in order."
-
-    return _judge(ex, verdict)
 
 
 def check_ideal_time(ex: Exercise, predicted_s: Any, max_in_flight: int) -> CheckResult:
@@ -1151,16 +1131,13 @@ _FLAKY_503_MOCK = (
     ("retry_after_s", 0.1),
     ("seed", 2),
 )
-#: 5b.B's mock answers in 0.1 to 0.4 s (seeded jitter), so requests finish out of input order.
-_JITTER_MOCK = (("latency_s", 0.1), ("jitter_s", 0.3), ("seed", 4))
-#: 5b.C: the first run wrote a whole line for this many requests, then tore the next one.
+#: 5b.B: the first run wrote a whole line for this many requests, then tore the next one.
 RESUME_DONE = 12
 RESUME_TORN_LINE = '{"id": "q013", "attempts": 1, "resp'  # no closing brace, no newline
 
 EXERCISES.update(
     {
         "05b-failures": ExerciseSpec(failing_index=7, mock_flags=_FLAKY_503_MOCK),
-        "05b-progress": ExerciseSpec(mock_flags=_JITTER_MOCK),
         "05b-resume": ExerciseSpec(mock_flags=(("latency_s", 0.05),)),
         "05b-run-batch": ExerciseSpec(mock_flags=_FLAKY_503_MOCK),
     }
@@ -1168,7 +1145,6 @@ EXERCISES.update(
 NOT_STARTED_HINTS.update(
     {
         "05b-failures": "send the 20 of ex.payloads(), retrying a 503, recording a 4xx at once",
-        "05b-progress": "send the 20 of ex.payloads(), 5 at a time, a tqdm bar moved per answer",
         "05b-resume": "send only the requests of input_path without a whole line in output_path",
         "05b-run-batch": "await run_batch(ex.payloads(), output_path, base_url=ex.base_url, ...)",
     }
@@ -1177,7 +1153,6 @@ __all__ += [
     "RESUME_DONE",
     "check_batch_summary",
     "check_failures_recorded",
-    "check_progress",
     "check_resumed",
     "request_id",
     "write_resume_files",
@@ -1256,31 +1231,8 @@ def check_failures_recorded(ex: Exercise, results: Any) -> CheckResult:
     return _judge(ex, verdict)
 
 
-def check_progress(ex: Exercise, replies: Any, bar: Any) -> CheckResult:
-    """2 to 5 requests in flight at once, a bar at 20 of 20, and the replies in input order."""
-
-    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
-        peak = peak_in_flight(attempts)
-        if peak > 5:
-            return False, f"{peak} requests were in flight at once: at most 5"
-        if peak < 2:
-            return False, "one request at a time: put up to 5 in flight (a Semaphore or workers)"
-        n, total = getattr(bar, "n", None), getattr(bar, "total", None)
-        if (n, total) != (len(ex.names), len(ex.names)):
-            return False, (
-                f"the bar reads {n}/{total}: tqdm(total={len(ex.names)}), and bar.update(1) "
-                "as each request finishes"
-            )
-        problem = _answers_problem(ex, attempts, replies)
-        if problem:
-            return False, problem
-        return True, f"the bar reached {n}/{total}, {peak} in flight at most, replies in order."
-
-    return _judge(ex, verdict)
-
-
 def write_resume_files(ex: Exercise, folder: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """5b.C's files in ``folder``: the input (one request a line, ids ``q001``...) and the output
+    """5b.B's files in ``folder``: the input (one request a line, ids ``q001``...) and the output
     an interrupted first run left (``RESUME_DONE`` whole lines, then a torn one)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -1297,7 +1249,7 @@ def write_resume_files(ex: Exercise, folder: str | os.PathLike[str]) -> tuple[Pa
 
 
 def _output_problem(ex: Exercise, output_path: Any) -> str | None:
-    """What is wrong with 5b.C's output file after the resume, or None."""
+    """What is wrong with 5b.B's output file after the resume, or None."""
     try:
         lines = Path(output_path).read_text(encoding="utf-8").splitlines()
     except (OSError, TypeError) as error:
