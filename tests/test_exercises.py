@@ -18,6 +18,7 @@ from paradigm_kit.workshop.exercises import (
     CheckResult,
     check_401_reported,
     check_bounded,
+    check_deadline,
     check_first_call,
     check_ideal_time,
     check_input_order,
@@ -165,6 +166,48 @@ def test_exercises_bounded_rejects_sequential():
     replies = asyncio.run(one_by_one(ex))
     verdict = check_bounded(ex, replies, max_in_flight=5)
     assert not verdict.solved and "sequential" in verdict.message
+
+
+# --- 02b · a deadline per request ------------------------------------------------------------------
+
+DEADLINE_S = 1.0
+
+
+async def with_deadline(ex, where):
+    """20 requests behind a Semaphore(4); the deadline inside the slot, around it, or none."""
+    slot = asyncio.Semaphore(4)
+
+    async def in_slot(session, payload):
+        async with slot:
+            if where == "inside":
+                return await asyncio.wait_for(post(session, ex, payload), DEADLINE_S)
+            return await post(session, ex, payload)
+
+    async def one(session, payload):
+        if where == "around":  # the mistake: the clock also runs while the request waits
+            return await asyncio.wait_for(in_slot(session, payload), DEADLINE_S)
+        return await in_slot(session, payload)
+
+    async with aiohttp.ClientSession(headers=ex.headers()) as session:
+        return await asyncio.gather(
+            *(one(session, p) for p in ex.payloads()), return_exceptions=True
+        )
+
+
+@pytest.mark.parametrize(
+    ("where", "solved", "hint"),
+    [
+        pytest.param("inside", True, "cut at", id="deadline-in-the-slot"),
+        pytest.param("around", False, "waiting for a slot", id="deadline-around-the-wait"),
+        pytest.param(None, False, "no deadline cut it", id="no-deadline"),
+    ],
+)
+def test_exercises_deadline_wants_the_clock_to_start_with_the_slot(where, solved, hint):
+    """check_deadline: only a deadline started inside the semaphore cuts the slow request alone."""
+    ex = exercise("02b-deadline")
+    results = asyncio.run(with_deadline(ex, where))
+    verdict = check_deadline(ex, results, max_in_flight=4, deadline_s=DEADLINE_S)
+    assert verdict.solved is solved and hint in verdict.message
 
 
 # --- 03 ------------------------------------------------------------------------------------------

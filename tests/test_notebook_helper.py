@@ -281,3 +281,49 @@ def test_lesson05_module_holds_notebook_05s_definitions_word_for_word():
         if ast.get_source_segment(module_source, node) not in notebook_code
     ]
     assert not missing, f"not in notebook 05 as written in lesson05.py: {missing}"
+
+
+LESSONS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _headings(notebook) -> list[str]:
+    return [
+        line
+        for cell in notebook.cells
+        if cell.cell_type == "markdown"
+        for line in cell.source.splitlines()
+        if line.startswith("## ")
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(LESSONS)), ids=[path.stem for path in LESSONS])
+def test_every_lesson_has_the_same_skeleton(index):
+    """Previous/Next under the title and at the end, N.0 Setup, the recap, then the exercises."""
+    path = LESSONS[index]
+    notebook = nbformat.read(path, as_version=4)
+    nav = notebook.cells[0].source.splitlines()[2]
+    if index > 0:
+        assert nav.startswith(f"**Previous:** [{LESSONS[index - 1].stem[:3].rstrip('_')}"), nav
+        assert f"]({LESSONS[index - 1].name})" in nav
+    if index + 1 < len(LESSONS):
+        assert "**Next:** [" in nav and f"]({LESSONS[index + 1].name})" in nav, nav
+        assert notebook.cells[-1].source == nav[nav.index("**Next:**") :] + "."
+    else:
+        assert "**Next:** the [README" in nav and notebook.cells[-1].source.startswith(
+            "**Back to**"
+        )
+    headings = _headings(notebook)
+    number = path.stem.split("_")[0].lstrip("0")
+    assert f"## {number}.0 Setup" in headings
+    assert headings.count("## Exercises with self-checks") == 1
+    assert headings.index("## Recap") < headings.index("## Exercises with self-checks")
+    # one objective per exercise: each exercise is named by the objective it practises
+    objectives = notebook.cells[0].source
+    exercises = re.findall(
+        r"^### Exercise (\w+\.[A-Z]) ", "\n".join(c.source for c in notebook.cells), re.M
+    )
+    assert exercises and all(f"exercise {name})" in objectives for name in exercises), exercises
+    # its solutions notebook leads back to it, then on to the next lesson's exercises
+    solutions = nbformat.read(path.parent / "solutions" / f"{path.stem}_solutions.ipynb", 4)
+    last = solutions.cells[-1].source.split("\n\n")[-1]
+    assert last.startswith(f"**Back to** [{path.name}](../{path.name}).") and "**Next:**" in last

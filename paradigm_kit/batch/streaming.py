@@ -36,6 +36,7 @@ import aiohttp
 
 from ..retry import RETRYABLE_EXCEPTIONS
 from ..sse import SSEDecoder
+from ..tokens import estimate_prompt_tokens, estimate_text_tokens
 
 __all__ = [
     "StreamDeadlines",
@@ -133,16 +134,10 @@ def assemble(chunks: list[dict]) -> tuple[dict, bool]:
 
 
 def estimate_usage(body: dict, completion: dict) -> dict[str, int]:
-    """Token counts when the server sent none: characters / 4, as the pacer estimates."""
-    prompt_tokens = 0
-    for message in body.get("messages") or []:
-        if isinstance(message, dict):
-            content = message.get("content")
-            if isinstance(content, list):
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            prompt_tokens += 4 + -(-len(content or "") // 4)  # ceil, as the mock counts
+    """Token counts when the server sent none: ``tokens.py``'s rule, as the pacer estimates."""
+    prompt_tokens = estimate_prompt_tokens(body.get("messages"))
     text = "".join(c["message"]["content"] for c in completion["choices"])
-    completion_tokens = max(1, -(-len(text) // 4)) if text else 0
+    completion_tokens = estimate_text_tokens(text)
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,

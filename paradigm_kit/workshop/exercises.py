@@ -33,7 +33,8 @@ Design
   dict. ``reply_text`` reads them all.
 
 The checks, by notebook: 01 ``check_first_call``, ``check_401_reported``; 02
-``check_input_order``, ``check_one_failure_contained``, ``check_bounded``; 03
+``check_input_order``, ``check_one_failure_contained``; 02b ``check_bounded``,
+``check_deadline``; 03
 ``check_ideal_time``; 04 ``check_top_level_await``,
 ``check_subprocess_run``; 05 ``check_bounded`` (a pool of workers), ``check_retry_after``; 05b
 ``check_failures_recorded``, ``check_resumed``, ``check_batch_summary``.
@@ -42,6 +43,7 @@ Session reuse is not checked: the mock's log does not record which connection ca
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -63,6 +65,7 @@ __all__ = [
     "Exercise",
     "check_401_reported",
     "check_bounded",
+    "check_deadline",
     "check_first_call",
     "check_ideal_time",
     "check_input_order",
@@ -76,6 +79,7 @@ __all__ = [
 ]
 
 UNKNOWN_MODEL = "no-such-model"
+CLIENT_CLOSED = 499  # the mock's status for an attempt whose client hung up first (a timeout)
 RETRY_AFTER_SLACK_S = 0.010  # the mock's own clock slack when it grades retries
 
 
@@ -92,6 +96,8 @@ class ExerciseSpec:
         return float(dict(self.mock_flags).get("latency_s", 0.5))
 
 
+#: 2b.B: each answer takes 0.3 s, except payload 12's first attempt (seed 5), which takes 3 s.
+DEADLINE_MOCK = (("latency_s", 0.3), ("slow_rate", 0.05), ("slow_seconds", 3.0), ("seed", 5))
 RETRY_MOCK = (("latency_s", 0.05), ("error_rate", 0.3), ("error_statuses", "429"), ("seed", 5))
 EXERCISES = {
     "01-first-call": ExerciseSpec(n_requests=1),
@@ -104,6 +110,7 @@ EXERCISES = {
     "04-subprocess": ExerciseSpec(n_requests=5),
     "05-workers": ExerciseSpec(),
     "05-retry-after": ExerciseSpec(mock_flags=RETRY_MOCK),
+    "02b-deadline": ExerciseSpec(mock_flags=DEADLINE_MOCK),
 }
 
 _mocks: dict[tuple, Any] = {}  # mock settings -> MockHandle, one per kernel (stopped at exit)
@@ -304,6 +311,7 @@ NOT_STARTED_HINTS = {
         "gather all 20 of ex.payloads() with return_exceptions=True, headers=ex.headers()"
     ),
     "02-bound": "send the 20 of ex.payloads() behind one asyncio.Semaphore(5), headers=ex.headers()",
+    "02b-deadline": "gather the 20 of ex.payloads() behind the Semaphore(4), a deadline on each",
     "04-await": "await the coroutine at the top of the cell; it sends to ex.chat_url",
     "04-subprocess": "run the script with subprocess.run([sys.executable, ...], env=ex.env())",
     "05-workers": "start 4 workers sharing one iterator of (index, payload) pairs (5.2)",
@@ -484,6 +492,60 @@ def check_bounded(ex: Exercise, replies: Any, max_in_flight: int = 5) -> CheckRe
         if problem:
             return False, problem
         return True, f"{len(ex.names)} replies, never more than {max_in_flight} requests in flight."
+
+    return _judge(ex, verdict)
+
+
+def check_deadline(
+    ex: Exercise, results: Any, max_in_flight: int, deadline_s: float
+) -> CheckResult:
+    """At most ``max_in_flight`` at once; the one slow request cut by a deadline that started with
+    its slot, kept as a ``TimeoutError`` in its place; every other request answered, in order."""
+
+    _wait_for_records(ex)  # a hang-up reaches the mock's log a moment after the client's
+
+    def verdict(attempts: list[Attempt]) -> tuple[bool, str]:
+        peak = peak_in_flight(attempts)
+        if peak > max_in_flight:
+            return False, f"up to {peak} requests were in flight: hold the semaphore around each"
+        if any(a.attempt > 1 for a in attempts):
+            return False, "a request was sent twice: here a timeout stays a result, no retry"
+        ran_long = [a.t_end - a.t_start for a in attempts if a.t_end - a.t_start > 2 * deadline_s]
+        if ran_long:
+            return False, (
+                f"a request ran {max(ran_long):.1f} s: no deadline cut it; wrap each request in "
+                "asyncio.timeout(deadline) (or asyncio.wait_for) inside the semaphore"
+            )
+        if len({a.identity for a in attempts}) < len(ex.names):
+            return False, (
+                f"only {len({a.identity for a in attempts})} of {len(ex.names)} requests reached "
+                "the mock: the others ran out of time waiting for a slot; start the deadline "
+                "inside `async with semaphore`, not around it"
+            )
+        cut = [a for a in attempts if a.status == CLIENT_CLOSED]
+        cut_early = [a for a in cut if a.t_end - a.t_start < 0.8 * deadline_s]
+        if cut_early:
+            return False, (
+                f"{len(cut_early)} request(s) were cut after less than {deadline_s} s with the "
+                "server: the deadline counted their wait for a slot; start it inside the semaphore"
+            )
+        if not isinstance(results, (list, tuple)) or len(results) != len(ex.names):
+            return False, f"expected {len(ex.names)} results, one per payload, in input order"
+        timeouts = [i for i, r in enumerate(results) if isinstance(r, asyncio.TimeoutError)]
+        if len(cut) != 1 or len(timeouts) != 1:
+            return False, (
+                f"the mock saw {len(cut)} request(s) cut, your results hold {len(timeouts)} "
+                "TimeoutError(s): gather(..., return_exceptions=True) keeps it in its place"
+            )
+        answers = [r for i, r in enumerate(results) if i != timeouts[0]]
+        names = [n for i, n in enumerate(ex.names) if i != timeouts[0]]
+        for name, answer in zip(names, answers, strict=True):
+            if reply_text(answer) is None or name not in reply_text(answer):
+                return False, f"the result for {name} is missing or out of place: {answer!r:.80}"
+        return True, (
+            f"the slow request ({ex.names[timeouts[0]]}) cut at {deadline_s} s, kept as a "
+            f"TimeoutError in its place; {len(answers)} answers, {peak} in flight at most."
+        )
 
     return _judge(ex, verdict)
 
@@ -891,7 +953,7 @@ def check_raw_headers(ex: Exercise, reply: Any, limit_requests: Any) -> CheckRes
 
 #: The 08 exercises' mock streams one token every 20 ms after a 0.2 s first-token latency, on a
 #: capacity model of 4 (processor sharing), so time to first token and the whole stream differ.
-STREAM_MOCK = (("latency_s", 0.2), ("per_token_latency_s", 0.02), ("capacity", 4))
+STREAM_MOCK = (("latency_s", 0.2), ("per_token_latency_s", 0.04), ("capacity", 4))
 
 EXERCISES.update(
     {
@@ -964,9 +1026,11 @@ def check_ttft(ex: Exercise, ttft_s: Any, total_s: Any) -> CheckResult:
         server_total_s = record["t_end"] - record["t_start"]
         if not isinstance(ttft_s, (int, float)) or not isinstance(total_s, (int, float)):
             return False, f"`ttft_s` and `total_s` should be seconds, got {ttft_s!r}, {total_s!r}"
-        # The client's clock includes the network and the kernel, so it may only read *later*;
-        # a ttft at or past the server's end measured the whole answer, not its first token.
-        if ttft_s < 0.9 * server_ttft_s or ttft_s >= server_total_s:
+        # The client's clock includes the network and the kernel, so it may only read *later*. A
+        # ttft past the middle of the stream measured the answer, not its first token (the mock
+        # logs its end a moment after the client has read it: the end itself is no bound).
+        midpoint_s = (server_ttft_s + server_total_s) / 2
+        if ttft_s < 0.9 * server_ttft_s or ttft_s > midpoint_s:
             return False, (
                 f"ttft_s is {ttft_s:.3f}; the mock sent its first token {server_ttft_s:.3f} s in "
                 f"and ended at {server_total_s:.3f} s: stop the clock at the first content chunk"
