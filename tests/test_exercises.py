@@ -301,3 +301,11 @@ def test_exercises_reply_text_reads_every_shape():
     assert reply_text("Bonjour Alice") == "Bonjour Alice"
     assert reply_text(ValueError("x")) is None
     assert reply_text({"error": {"message": "nope"}}) is None
+
+
+def test_exercises_client_closed_status_is_the_mocks():
+    """exercises.CLIENT_CLOSED mirrors the mock's own constant (kept apart to keep imports light)."""
+    from paradigm_kit.mock.stats import STATUS_CLIENT_CLOSED
+    from paradigm_kit.workshop import exercises
+
+    assert exercises.CLIENT_CLOSED == STATUS_CLIENT_CLOSED

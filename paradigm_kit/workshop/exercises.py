@@ -79,7 +79,9 @@ __all__ = [
 ]
 
 UNKNOWN_MODEL = "no-such-model"
-CLIENT_CLOSED = 499  # the mock's status for an attempt whose client hung up first (a timeout)
+#: The mock's status for an attempt whose client hung up first (``mock.stats.STATUS_CLIENT_CLOSED``,
+#: not imported: importing the mock here would load its server at the notebook's first import).
+CLIENT_CLOSED = 499
 RETRY_AFTER_SLACK_S = 0.010  # the mock's own clock slack when it grades retries
 
 
@@ -382,6 +384,15 @@ def _replies_problem(ex: Exercise, replies: Any) -> str | None:
     return None
 
 
+def _others_in_place(ex: Exercise, results: Any, failed_index: int) -> str | None:
+    """What is wrong with the answers around the one failure at ``failed_index``, or None."""
+    for index, (name, result) in enumerate(zip(ex.names, results, strict=True)):
+        text = reply_text(result)
+        if index != failed_index and (text is None or name not in text):
+            return f"the result for {name} is missing or out of place: {result!r:.80}"
+    return None
+
+
 # --- 01 · session set-up ------------------------------------------------------------------------
 
 
@@ -465,12 +476,9 @@ def check_one_failure_contained(ex: Exercise, results: Any) -> CheckResult:
                 False,
                 f"result {failing} should be the failure (an exception or an error record)",
             )
-        good = [r for i, r in enumerate(results) if i != failing]
-        names = [n for i, n in enumerate(ex.names) if i != failing]
-        for name, result in zip(names, good, strict=True):
-            text = reply_text(result)
-            if text is None or name not in text:
-                return False, f"the result for {name} is missing or out of place: {result!r:.80}"
+        problem = _others_in_place(ex, results, failing)
+        if problem:
+            return False, problem
         return True, f"1 failure kept as a result at index {failing}, {n_good} replies in order."
 
     return _judge(ex, verdict)
@@ -516,9 +524,10 @@ def check_deadline(
                 f"a request ran {max(ran_long):.1f} s: no deadline cut it; wrap each request in "
                 "asyncio.timeout(deadline) (or asyncio.wait_for) inside the semaphore"
             )
-        if len({a.identity for a in attempts}) < len(ex.names):
+        n_sent = len({a.identity for a in attempts})
+        if n_sent < len(ex.names):
             return False, (
-                f"only {len({a.identity for a in attempts})} of {len(ex.names)} requests reached "
+                f"only {n_sent} of {len(ex.names)} requests reached "
                 "the mock: the others ran out of time waiting for a slot; start the deadline "
                 "inside `async with semaphore`, not around it"
             )
@@ -537,14 +546,12 @@ def check_deadline(
                 f"the mock saw {len(cut)} request(s) cut, your results hold {len(timeouts)} "
                 "TimeoutError(s): gather(..., return_exceptions=True) keeps it in its place"
             )
-        answers = [r for i, r in enumerate(results) if i != timeouts[0]]
-        names = [n for i, n in enumerate(ex.names) if i != timeouts[0]]
-        for name, answer in zip(names, answers, strict=True):
-            if reply_text(answer) is None or name not in reply_text(answer):
-                return False, f"the result for {name} is missing or out of place: {answer!r:.80}"
+        problem = _others_in_place(ex, results, timeouts[0])
+        if problem:
+            return False, problem
         return True, (
             f"the slow request ({ex.names[timeouts[0]]}) cut at {deadline_s} s, kept as a "
-            f"TimeoutError in its place; {len(answers)} answers, {peak} in flight at most."
+            f"TimeoutError in its place; {len(results) - 1} answers, {peak} in flight at most."
         )
 
     return _judge(ex, verdict)
@@ -1055,7 +1062,7 @@ def check_cancelled_stream(ex: Exercise, text: Any) -> CheckResult:
                 "the mock finished a stream (200): stop reading after the first content chunk "
                 "and leave the `async with` (or call response.close())"
             )
-        if not any(a.status == 499 for a in attempts):
+        if not any(a.status == CLIENT_CLOSED for a in attempts):
             return False, f"the mock logged {sorted({a.status for a in attempts})}, not 499"
         if not isinstance(text, str) or not text:
             return False, f"`text` is {text!r}: keep the content received before closing"
